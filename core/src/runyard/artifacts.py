@@ -1,0 +1,135 @@
+"""Artifacts: files and folders recorded with an experiment, through artifact stores.
+
+A store is registered by the ``runyard_register_artifact_stores`` hook. Core's ``local``
+store records a path on this machine in place, with its size and SHA-256.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import hashlib
+import os
+import shutil
+from typing import ClassVar
+
+import attrs
+
+from runyard.errors import ArtifactError
+from runyard.plugins import _Registry
+
+
+@attrs.frozen
+class Artifact:
+    """A recorded artifact: ``path`` where the store keeps it, ``size`` in bytes, ``sha256``."""
+
+    name: str
+    path: str
+    description: str | None
+    size: int
+    sha256: str
+    created_at: dt.datetime
+    store: str = "local"
+
+
+@attrs.frozen
+class StoredFile:
+    """What a store reports after ``put``."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class ArtifactStore(abc.ABC):
+    """Puts, gets and lists artifact files. ``name`` is the key it registers under."""
+
+    name: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def put(self, experiment_dir: str, name: str, path: str) -> StoredFile:
+        """Record (and maybe copy) ``path``; raise ArtifactError if it cannot be read."""
+
+    @abc.abstractmethod
+    def get(self, artifact: Artifact, dest: str | None = None) -> str:
+        """A local path holding the artifact (copied to ``dest`` when given)."""
+
+    @abc.abstractmethod
+    def list(self, artifact: Artifact) -> list[str]:
+        """Paths of the files the artifact holds, relative to it (``[""]`` for a file)."""
+
+
+class ArtifactStoreRegistry(_Registry):
+    what = "artifact store"
+
+    def add(self, store: ArtifactStore) -> None:
+        if not store.name:
+            raise ArtifactError(f"{type(store).__qualname__} has no 'name'")
+        self._add(store.name, store)
+
+    def get(self, name: str) -> ArtifactStore:
+        return self._get(name)  # type: ignore[no-any-return]
+
+
+def digest(path: str) -> tuple[int, str]:
+    """Size in bytes and SHA-256 of a file, or of a folder (over relative names and contents)."""
+    if os.path.isfile(path):
+        return os.path.getsize(path), _file_sha256(path)
+    h = hashlib.sha256()
+    size = 0
+    for rel in _files(path):
+        full = os.path.join(path, rel)
+        size += os.path.getsize(full)
+        h.update(rel.encode() + b"\0" + _file_sha256(full).encode() + b"\n")
+    return size, h.hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(folder: str) -> list[str]:
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            out.append(os.path.relpath(os.path.join(root, name), folder))
+    return out
+
+
+class LocalArtifactStore(ArtifactStore):
+    """Records files and folders on this machine where they are (no copy)."""
+
+    name = "local"
+
+    def put(self, experiment_dir: str, name: str, path: str) -> StoredFile:
+        full = os.path.abspath(os.path.expanduser(path))
+        if not os.path.exists(full):
+            raise ArtifactError(
+                f"artifact {name!r}: {path!r} does not exist; write the file first, then add it"
+            )
+        try:
+            size, sha = digest(full)
+        except OSError as exc:
+            raise ArtifactError(f"artifact {name!r}: cannot read {path!r}: {exc}") from None
+        return StoredFile(full, size, sha)
+
+    def get(self, artifact: Artifact, dest: str | None = None) -> str:
+        if not os.path.exists(artifact.path):
+            raise ArtifactError(f"artifact {artifact.name!r}: {artifact.path!r} no longer exists")
+        if dest is None:
+            return artifact.path
+        if os.path.isdir(artifact.path):
+            shutil.copytree(artifact.path, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(artifact.path, dest)
+        return dest
+
+    def list(self, artifact: Artifact) -> list[str]:
+        if os.path.isdir(artifact.path):
+            return _files(artifact.path)
+        return [""] if os.path.exists(artifact.path) else []

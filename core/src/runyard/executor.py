@@ -1,0 +1,194 @@
+"""Executors (what the user configures) and backends (what launches tasks on them).
+
+An executor is a mutable attrs class with a ``kind`` and ``env_vars``. A backend is the
+object that launches, polls, cancels, pauses and resumes jobs for one executor kind; a
+plugin registers the pair through the ``runyard_register_executors`` hook.
+
+Every backend launches the same thing, the in-job runner (``runner.py``, or ``runner.sh``
+for Script tasks), and reads the same files it writes (see ``jobfiles.py``).
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from runyard.errors import ConfigError, ExecutorFieldError
+from runyard.states import State
+
+
+def _check_env_vars(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{type(instance).__name__}.env_vars must be a dict, got {value!r}")
+    for k, v in value.items():
+        if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+            raise ConfigError(f"{type(instance).__name__}.env_vars: invalid variable name {k!r}")
+        if not isinstance(v, str):
+            raise ConfigError(
+                f"{type(instance).__name__}.env_vars[{k!r}] must be a string, got {v!r}"
+                f" (write str({v!r}))"
+            )
+
+
+@attrs.define
+class Executor:
+    """Base class of executors. Subclasses are ``@attrs.define`` classes with a unique ``kind``.
+
+    Unknown keyword arguments raise :class:`ExecutorFieldError` naming the valid fields.
+    """
+
+    kind: ClassVar[str] = ""
+
+    env_vars: dict[str, str] = attrs.field(factory=dict, kw_only=True, validator=_check_env_vars)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs and attrs.has(cls):
+            known = {a.alias for a in attrs.fields(cls) if a.init}
+            for name in kwargs:
+                if name not in known:
+                    raise ExecutorFieldError(
+                        f"{cls.__name__} has no field {name!r}; its fields are: "
+                        + ", ".join(sorted(known))
+                    )
+        return super().__new__(cls)
+
+    def describe(self) -> str:
+        """A short human description for tables (``local``, ``slurm:gpu@cluster``...)."""
+        return self.kind
+
+
+@attrs.define
+class JobSpec:
+    """Everything a backend needs to launch one attempt of one task.
+
+    ``task_dir`` holds ``task.json`` (written by core); the runner writes
+    ``task_dir/attempt-<attempt>/``. ``env`` is the complete set of variables to add to the
+    job's environment (executor ``env_vars``, the task's own, and ``RUNYARD_*``).
+    """
+
+    experiment_id: str
+    task_id: str
+    attempt: int
+    task_dir: str
+    executor: Executor
+    is_script: bool
+    argv: list[str]  # for Script tasks: the program to run; empty for Python tasks
+    env: dict[str, str]
+    cwd: str | None = None
+
+    @property
+    def attempt_dir(self) -> str:
+        return f"{self.task_dir}/attempt-{self.attempt}"
+
+
+@attrs.define
+class JobRef:
+    """A launched job, as recorded in the store: enough to find it from any process."""
+
+    job_id: str
+    handle: dict[str, Any]
+    task_dir: str
+    attempt: int
+    executor: Executor
+
+    @property
+    def attempt_dir(self) -> str:
+        return f"{self.task_dir}/attempt-{self.attempt}"
+
+
+@attrs.define
+class Launched:
+    """What ``Backend.launch`` returns."""
+
+    job_id: str
+    handle: dict[str, Any] = attrs.field(factory=dict)
+    state: State = State.RUNNING  # SUBMITTED when the backend queues it (a batch scheduler)
+
+
+@attrs.define
+class JobStatus:
+    """A backend's view of a job, already cross-checked with the runner's files."""
+
+    state: State
+    exit_code: int | None = None
+    reason: str | None = None
+    start_time: dt.datetime | None = None
+    end_time: dt.datetime | None = None
+
+
+class Backend(abc.ABC):
+    """Launches and controls jobs for one executor kind.
+
+    Public methods are the contract core calls; subclasses implement the ``_`` ones.
+    ``cancel`` is idempotent; ``close`` never raises. ``pause``/``resume`` are optional:
+    the default raises ``NotImplementedError`` naming the class.
+    """
+
+    def launch(self, job: JobSpec) -> Launched:
+        """Start one attempt; returns its job id (and any handle needed to find it later)."""
+        return self._launch(job)
+
+    def poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
+        """Current status of many jobs in one go, keyed by ``job_id``.
+
+        A job missing from the result is taken as still in the state the store has.
+        """
+        if not jobs:
+            return {}
+        return self._poll(jobs)
+
+    def cancel(self, job: JobRef) -> None:
+        """End the job; no error if it has ended already."""
+        self._cancel(job)
+
+    def pause(self, job: JobRef) -> None:
+        """Suspend a running job."""
+        self._pause(job)
+
+    def resume(self, job: JobRef) -> None:
+        """Continue a suspended job."""
+        self._resume(job)
+
+    def wakeup_fds(self, jobs: Sequence[JobRef]) -> list[int]:
+        """File descriptors that become readable when one of ``jobs`` changes state.
+
+        Lets the scheduler sleep until something happens instead of polling; optional.
+        """
+        return []
+
+    def poll_interval(self) -> float:
+        """How long the scheduler may wait between two polls of this backend, in seconds."""
+        return 1.0
+
+    def dry_run(self, job: JobSpec) -> str:
+        """A description of what ``launch`` would do, without doing it."""
+        return f"{type(self).__name__} would run {job.argv or 'the Python runner'} for {job.task_id}"
+
+    def close(self) -> None:
+        """Release connections; never raises."""
+        try:
+            self._close()
+        except Exception:  # noqa: S110  close must not raise by contract
+            pass
+
+    @abc.abstractmethod
+    def _launch(self, job: JobSpec) -> Launched: ...
+
+    @abc.abstractmethod
+    def _poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]: ...
+
+    @abc.abstractmethod
+    def _cancel(self, job: JobRef) -> None: ...
+
+    def _pause(self, job: JobRef) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot pause a running task")
+
+    def _resume(self, job: JobRef) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot resume a paused task")
+
+    def _close(self) -> None:
+        return None

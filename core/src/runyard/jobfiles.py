@@ -1,0 +1,78 @@
+"""The files the in-job runner writes, and how a backend reads them into a status.
+
+Shared by every backend: the runner's ``result.json`` decides the exit code (it beats a
+scheduler that forgot the job); no result and a dead job means the job was lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from importlib import resources
+from typing import Any
+
+from runyard.executor import JobStatus
+from runyard.states import State
+
+RESULT = "result.json"
+HEARTBEAT = "heartbeat"
+JOURNAL = "journal.log"
+STDOUT = "stdout.log"
+STDERR = "stderr.log"
+TASK = "task.json"
+
+
+def runner_path(name: str = "runner.py") -> str:
+    """Path of the in-job runner file (``runner.py`` or ``runner.sh``) shipped in core."""
+    return str(resources.files("runyard").joinpath(name))
+
+
+def parse_result(text: str | bytes | None) -> dict[str, Any] | None:
+    """The runner's result, or None when absent or not complete yet."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "exit_code" in data else None
+
+
+def read_local_result(attempt_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(attempt_dir, RESULT), "rb") as f:
+            return parse_result(f.read())
+    except OSError:
+        return None
+
+
+def timestamp(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
+
+
+def status_from_result(result: dict[str, Any]) -> JobStatus:
+    """A final status from the runner's result file."""
+    code = int(result["exit_code"])
+    return JobStatus(
+        state=State.SUCCEEDED if code == 0 else State.FAILED,
+        exit_code=code,
+        reason=None if code == 0 else (result.get("error") or f"exit code {code}"),
+        start_time=timestamp(result.get("start")),
+        end_time=timestamp(result.get("end")),
+    )
+
+
+def status_of_ended_job(result: dict[str, Any] | None, backend_reason: str | None = None) -> JobStatus:
+    """The status of a job the backend says has ended: its result, or lost without one."""
+    if result is not None:
+        status = status_from_result(result)
+        if backend_reason and status.state is State.FAILED:
+            status.reason = backend_reason
+        return status
+    return JobStatus(
+        state=State.FAILED,
+        reason=backend_reason or "lost: the job ended without writing a result (killed?)",
+    )

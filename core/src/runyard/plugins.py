@@ -1,0 +1,333 @@
+"""The plugin manager: entry points, registries, and a typed facade over ``pm.hook``.
+
+Plugins are found through two entry point groups:
+
+- ``runyard.plugins``: modules of ``@hookimpl`` functions, loaded one at a time so that a
+  broken plugin is reported by name instead of taking runyard down;
+- ``runyard.exports``: public names a plugin adds to ``runyard`` (``run.LocalExecutor``),
+  read as metadata and imported only when used.
+
+``RUNYARD_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry point (only core's built-in plugin and
+what you register yourself); ``RUNYARD_BLOCK_PLUGINS=name,other`` skips named plugins (entry
+point or distribution names). Nothing is loaded when ``runyard`` is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+
+from runyard import hookspecs
+from runyard.errors import ConfigError, PluginError, PluginNotInstalledError
+
+if TYPE_CHECKING:
+    from runyard.artifacts import ArtifactStore, ArtifactStoreRegistry
+    from runyard.executor import Backend, Executor
+    from runyard.logs import LogSource
+
+PLUGIN_GROUP = "runyard.plugins"
+EXPORT_GROUP = "runyard.exports"
+DISABLE_ENV = "RUNYARD_DISABLE_PLUGIN_AUTOLOAD"
+BLOCK_ENV = "RUNYARD_BLOCK_PLUGINS"
+
+# Public names of the plugins this project ships: a helpful error when one is missing.
+KNOWN_EXPORTS = {
+    "LocalExecutor": "runyard-local",
+    "SlurmExecutor": "runyard-slurm",
+    "SSHTunnel": "runyard-slurm",
+    "LocalTunnel": "runyard-slurm",
+    "DockerExecutor": "runyard-docker",
+    "MixedPrecisionPlugin": "runyard-mixed-precision",
+}
+
+
+@attrs.define
+class TaskSpec:
+    """A task being added, as task modifiers see it (see ``runyard_modify_task``)."""
+
+    task: Any
+    executor: Executor
+    task_id: str
+    experiment_id: str
+
+
+@attrs.define
+class PluginInfo:
+    """One plugin as ``runyard plugins`` shows it."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: list[str]
+    exports: list[str]
+    error: str | None = None
+
+
+class _Registry:
+    """A name → item map that refuses duplicates, naming both providers."""
+
+    what = "item"
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[Any, str]] = {}
+        self.current_plugin = "?"
+
+    def _add(self, name: str, item: Any) -> None:
+        if name in self._items:
+            _, other = self._items[name]
+            raise PluginError(
+                f"{self.what} {name!r} is registered twice: by plugin {other!r} and by plugin "
+                f"{self.current_plugin!r}; uninstall one or block it with {BLOCK_ENV}"
+            )
+        self._items[name] = (item, self.current_plugin)
+
+    def _get(self, name: str) -> Any:
+        try:
+            return self._items[name][0]
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "none"
+            raise ConfigError(f"no {self.what} named {name!r} is installed (installed: {known})") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def provider(self, name: str) -> str:
+        return self._items[name][1]
+
+
+class ExecutorRegistry(_Registry):
+    """Executor classes by ``kind``, each with its backend class."""
+
+    what = "executor kind"
+
+    def add(self, executor_cls: type[Executor], backend_cls: Callable[[], Backend]) -> None:
+        """Register ``executor_cls`` (keyed by its ``kind``) with the backend that runs it."""
+        kind = getattr(executor_cls, "kind", "")
+        if not kind:
+            raise PluginError(f"{executor_cls.__qualname__} has no 'kind' class attribute")
+        self._add(kind, (executor_cls, backend_cls))
+
+    def executor_class(self, kind: str) -> type[Executor]:
+        return self._get(kind)[0]  # type: ignore[no-any-return]
+
+    def backend_class(self, kind: str) -> Callable[[], Backend]:
+        return self._get(kind)[1]  # type: ignore[no-any-return]
+
+
+class Plugins:
+    """Typed facade over the pluggy manager: core calls these, never ``pm.hook`` directly."""
+
+    def __init__(self, autoload: bool | None = None) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.failures: dict[str, PluginInfo] = {}
+        self._lock = threading.RLock()
+        self._executors: ExecutorRegistry | None = None
+        self._stores: ArtifactStoreRegistry | None = None
+        self._backends: dict[str, Backend] = {}
+        from runyard import builtin
+
+        self.pm.register(builtin, name="runyard.builtin")
+        if autoload is None:
+            autoload = os.environ.get(DISABLE_ENV, "") in ("", "0")
+        if autoload:
+            self._load_entry_points()
+
+    # --- loading ----------------------------------------------------------------------
+    def _load_entry_points(self) -> None:
+        blocked = {b.strip() for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip()}
+        for ep in metadata.entry_points(group=PLUGIN_GROUP):
+            dist = ep.dist.name if ep.dist else None
+            if ep.name in blocked or (dist and dist in blocked):
+                continue
+            if self.pm.has_plugin(ep.name):
+                continue
+            try:
+                module = ep.load()
+                self.register(module, name=ep.name)
+            except Exception as exc:
+                version = ep.dist.version if ep.dist else None
+                msg = f"{type(exc).__name__}: {exc}"
+                self.failures[ep.name] = PluginInfo(ep.name, dist, version, [], [], msg)
+                warnings.warn(
+                    f"runyard plugin {ep.name!r} ({dist} {version}) failed to load and is skipped: {msg}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    def register(self, plugin: Any, name: str | None = None) -> str:
+        """Register a plugin object or module; unknown hooks raise ``PluginError``."""
+        with self._lock:
+            registered = self.pm.register(plugin, name=name)
+            assert registered is not None
+            try:
+                self.pm.check_pending()
+            except pluggy.PluginValidationError as exc:
+                self.pm.unregister(plugin)
+                raise PluginError(f"plugin {registered!r} is invalid: {exc}") from None
+            self._reset()
+            return registered
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            plugin = self.pm.get_plugin(name)
+            if plugin is not None:
+                self.pm.unregister(plugin)
+            self._reset()
+
+    def _reset(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+        self._executors = None
+        self._stores = None
+        self._backends = {}
+
+    def _each_impl(self, hook: pluggy.HookCaller, registry: _Registry) -> None:
+        # One implementation at a time, so the registry knows whom to name on a conflict.
+        for impl in reversed(hook.get_hookimpls()):
+            registry.current_plugin = impl.plugin_name
+            impl.function(registry=registry)
+
+    # --- executors -----------------------------------------------------------------------
+    @property
+    def executors(self) -> ExecutorRegistry:
+        with self._lock:
+            if self._executors is None:
+                registry = ExecutorRegistry()
+                self._each_impl(self.pm.hook.runyard_register_executors, registry)
+                self._executors = registry
+            return self._executors
+
+    def backend(self, kind: str) -> Backend:
+        """The backend for an executor kind, created once per process."""
+        with self._lock:
+            if kind not in self._backends:
+                self._backends[kind] = self.executors.backend_class(kind)()
+            return self._backends[kind]
+
+    def close_backends(self) -> None:
+        with self._lock:
+            for backend in self._backends.values():
+                backend.close()
+            self._backends = {}
+
+    # --- task modifiers --------------------------------------------------------------
+    def modify_task(self, spec: TaskSpec) -> TaskSpec:
+        self.pm.hook.runyard_modify_task(spec=spec)
+        return spec
+
+    # --- logs ---------------------------------------------------------------------------
+    def log_source(self, executor: Executor) -> LogSource:
+        source: LogSource | None = self.pm.hook.runyard_log_source(executor=executor)
+        assert source is not None, "core's built-in log source always answers"
+        return source
+
+    # --- artifacts ----------------------------------------------------------------------
+    @property
+    def artifact_stores(self) -> ArtifactStoreRegistry:
+        with self._lock:
+            if self._stores is None:
+                from runyard.artifacts import ArtifactStoreRegistry
+
+                registry = ArtifactStoreRegistry()
+                self._each_impl(self.pm.hook.runyard_register_artifact_stores, registry)
+                self._stores = registry
+            return self._stores
+
+    def artifact_store(self, name: str) -> ArtifactStore:
+        return self.artifact_stores.get(name)
+
+    # --- introspection ----------------------------------------------------------------------
+    def describe(self) -> list[PluginInfo]:
+        """Every plugin: registered ones with their hooks and exports, then failed ones."""
+        exports: dict[str, list[str]] = {}
+        dists: dict[str, tuple[str, str]] = {}
+        for ep in metadata.entry_points(group=PLUGIN_GROUP):
+            if ep.dist:
+                dists[ep.name] = (ep.dist.name, ep.dist.version)
+        for ep in metadata.entry_points(group=EXPORT_GROUP):
+            if ep.dist:
+                exports.setdefault(ep.dist.name, []).append(ep.name)
+        out = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
+            if name == "runyard.builtin":
+                dist, version = "runyard", _version("runyard")
+            else:
+                dist, version = dists.get(name, (None, None))  # type: ignore[assignment]
+            out.append(
+                PluginInfo(name, dist, version, hooks, sorted(exports.get(dist or "", [])))
+            )
+        out.sort(key=lambda p: p.name)
+        return out + list(self.failures.values())
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+_manager: Plugins | None = None
+_manager_lock = threading.Lock()
+
+
+def plugin_manager() -> Plugins:
+    """The process-wide plugin manager, built on first use (never at import)."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = Plugins()
+        return _manager
+
+
+def reset_plugin_manager() -> None:
+    """Forget the process-wide manager (tests, and after installing a plugin)."""
+    global _manager
+    with _manager_lock:
+        if _manager is not None:
+            _manager.close_backends()
+        _manager = None
+
+
+# ------------------------------------------------------------------------------ exports
+_exports: dict[str, metadata.EntryPoint] | None = None
+
+
+def exported_names() -> dict[str, metadata.EntryPoint]:
+    """Names plugins add to ``runyard``, from entry point metadata (nothing imported)."""
+    global _exports
+    if _exports is None:
+        blocked = {b.strip() for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip()}
+        found: dict[str, metadata.EntryPoint] = {}
+        for ep in metadata.entry_points(group=EXPORT_GROUP):
+            if ep.dist is not None and ep.dist.name in blocked:
+                continue
+            found.setdefault(ep.name, ep)
+        _exports = found
+    return _exports
+
+
+def resolve_export(name: str) -> Any:
+    """The object a plugin exports under ``name``; ImportError naming the package if absent."""
+    ep = exported_names().get(name)
+    if ep is not None:
+        return ep.load()
+    if name in KNOWN_EXPORTS:
+        dist = KNOWN_EXPORTS[name]
+        raise PluginNotInstalledError(
+            f"run.{name} is provided by the {dist} plugin, which is not installed: "
+            f"pip install {dist}",
+            name=name,
+        )
+    raise AttributeError(f"module 'runyard' has no attribute {name!r}")

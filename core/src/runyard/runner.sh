@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The in-job runner for Script tasks, for hosts where no Python start is wanted:
+#   bash runner.sh TASK_DIR ATTEMPT PROGRAM [ARGS...]
+# Writes the same files as runner.py into TASK_DIR/attempt-ATTEMPT: stdout.log, stderr.log,
+# journal.log ("<unix time> <o|e> <text>" per line), heartbeat, and result.json last, atomically.
+# Needs bash >= 5 ($EPOCHREALTIME); no other program but mv and sleep.
+a=$1/attempt-$2
+shift 2
+mkdir -p -- "$a" || exit 70
+interval=${RUNYARD_HEARTBEAT_INTERVAL:-5}
+if [[ $interval != 0 ]]; then
+  ( trap 'kill $! 2>/dev/null; exit 0' TERM
+    while :; do printf '%s\n' "$EPOCHREALTIME" > "$a/heartbeat"; sleep "$interval" & wait $!; done ) &
+  hb=$!
+fi
+stamp() {  # stamp CODE: copy stdin to fd 5 (raw) and, timestamped, to fd 6 (journal)
+  local l
+  while IFS= read -r l; do
+    printf '%s\n' "$l" >&5
+    printf '%s %s %s\n' "$EPOCHREALTIME" "$1" "$l" >&6
+  done
+  if [[ -n $l ]]; then  # a last line with no newline: keep the raw log byte-exact
+    printf '%s' "$l" >&5
+    printf '%s %s %s\n' "$EPOCHREALTIME" "$1" "$l" >&6
+  fi
+}
+exec 6>>"$a/journal.log"
+start=$EPOCHREALTIME
+{ { "$@" 3>&- 6>&-; printf '%d' $? > "$a/.rc"; } 2>&1 1>&3 3>&- | stamp e 5>>"$a/stderr.log"; } 3>&1 | stamp o 5>>"$a/stdout.log"
+end=$EPOCHREALTIME
+exec 6>&-
+rc=127
+read -r rc < "$a/.rc"
+[[ -n ${hb:-} ]] && kill "$hb" 2>/dev/null
+error=null
+(( rc > 128 )) && error="\"killed by signal $((rc - 128))\""
+printf '{"exit_code": %d, "start": %s, "end": %s, "error": %s}\n' "$rc" "$start" "$end" "$error" > "$a/.result.json.tmp"
+mv -f -- "$a/.result.json.tmp" "$a/result.json"
+exit "$rc"

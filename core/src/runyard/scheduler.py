@@ -1,0 +1,402 @@
+"""The DAG driver: launch tasks when their dependencies succeeded, poll them, retry failed
+ones, enforce the timeout, cancel the dependents of tasks that finally failed.
+
+The same loop runs in the calling process (attached) or in a supervisor (detached). It is
+re-entrant from the store: a new driver picks up where a dead one stopped, without
+re-running tasks that ended and without losing tasks that are running.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import json
+
+from runyard import serialization
+from runyard.errors import BackendError
+from runyard.executor import Executor, JobRef, JobSpec, JobStatus
+from runyard.plugins import Plugins, plugin_manager
+from runyard.runner import script_argv
+from runyard.states import FINAL_STATES, LIVE_STATES, State, experiment_state
+from runyard.store import ExperimentRecord, Store, TaskRecord
+
+HEARTBEAT_INTERVAL = 2.0  # seconds between two driver heartbeats in the store
+STALE_AFTER = 10.0  # a driver whose heartbeat is older than this is taken for dead
+LAUNCH_BATCH = 64  # tasks launched per loop turn, so polling stays responsive
+_LIVE = tuple(LIVE_STATES)
+_RUNNABLE = (State.SUBMITTED, State.RUNNING)
+
+
+class Observer(Protocol):
+    """What the attached driver shows while the loop runs (progress, tailed logs)."""
+
+    def update(self, tasks: Sequence[TaskRecord], changed: Sequence[TaskRecord]) -> None: ...
+
+    def wants_tick(self) -> float | None:
+        """Seconds between two calls of ``update`` when nothing changed (None: no need)."""
+
+
+def task_env(record: ExperimentRecord, task: TaskRecord, attempt: int, task_dir: str) -> dict[str, str]:
+    env = {
+        "RUNYARD_EXPERIMENT_ID": record.id,
+        "RUNYARD_TASK_ID": task.id,
+        "RUNYARD_ATTEMPT": str(attempt),
+        "RUNYARD_TASK_DIR": task_dir,
+    }
+    interval = record.settings.get("checkpoint_interval")
+    if interval is not None:
+        env["RUNYARD_CHECKPOINT_INTERVAL"] = str(interval)
+    return env
+
+
+class Driver:
+    """Drives one experiment to its end. ``run()`` returns the experiment's final state."""
+
+    def __init__(
+        self,
+        store: Store,
+        experiment_id: str,
+        *,
+        kind: str = "attached",
+        observer: Observer | None = None,
+        plugins: Plugins | None = None,
+    ) -> None:
+        self.store = store
+        self.experiment_id = experiment_id
+        self.kind = kind
+        self.observer = observer
+        self.plugins = plugins or plugin_manager()
+        self.pid = os.getpid()
+        self.tasks: dict[str, TaskRecord] = {}
+        self._rev = 0
+        self._executors: dict[str, Executor] = {}
+        self._last_heartbeat = 0.0
+        self._stop = False
+
+    # --- public -------------------------------------------------------------------------
+    def claim(self) -> bool:
+        """Become the experiment's driver; False if a live driver holds it."""
+        return self.store.claim_driver(self.experiment_id, self.pid, self.kind, STALE_AFTER)
+
+    def release(self) -> None:
+        self.store.release_driver(self.experiment_id, self.pid)
+
+    def stop(self) -> None:
+        """Ask the loop to return at its next turn (tasks keep running)."""
+        self._stop = True
+
+    def run(self) -> State:
+        record = self.store.experiment(self.experiment_id)
+        self._settings = record.settings
+        self._record = record
+        self._refresh()
+        self._recover()
+        while not self._stop:
+            changed = self._turn()
+            if self.observer is not None:
+                self.observer.update(list(self.tasks.values()), changed)
+            states = [t.status for t in self.tasks.values()]
+            if all(s in FINAL_STATES for s in states):
+                self.store.mark_ended(self.experiment_id, True)
+                return experiment_state(states)
+            if not changed:  # something moved: look again at once (dependents may be ready)
+                self._sleep()
+        return experiment_state([t.status for t in self.tasks.values()])
+
+    def cancel_all(self, reason: str = "cancelled") -> None:
+        """Cancel every task that has not ended (Ctrl+C on an attached run)."""
+        self._refresh()
+        for task in list(self.tasks.values()):
+            cancel_task(self.store, self.plugins, task, reason, self._executor(task))
+        self._refresh()
+
+    # --- one turn of the loop ------------------------------------------------------------
+    def _turn(self) -> list[TaskRecord]:
+        now = time.time()
+        if now - self._last_heartbeat >= min(HEARTBEAT_INTERVAL, self._checkpoint_interval()):
+            self.store.driver_heartbeat(self.experiment_id, self.pid)
+            self._last_heartbeat = now
+        before = {k: (t.status, t.attempts, t.rev) for k, t in self.tasks.items()}
+        self._refresh()
+        self._poll()
+        self._cascade_failures()
+        if self._timed_out(now):
+            self._enforce_timeout()
+        else:
+            self._launch_ready()
+        self._refresh()
+        return [t for k, t in self.tasks.items() if before.get(k) != (t.status, t.attempts, t.rev)]
+
+    def _checkpoint_interval(self) -> float:
+        value = self._settings.get("checkpoint_interval")
+        return float(value) if value else HEARTBEAT_INTERVAL
+
+    def _refresh(self) -> None:
+        for task in self.store.tasks(self.experiment_id, self._rev):
+            self.tasks[task.id] = task
+            self._rev = max(self._rev, task.rev)
+
+    def _executor(self, task: TaskRecord) -> Executor:
+        ex = self._executors.get(task.id)
+        if ex is None:
+            ex = self._executors[task.id] = serialization.structure_executor(
+                json.loads(task.executor)
+            )
+        return ex
+
+    def _ref(self, task: TaskRecord) -> JobRef:
+        return job_ref(self.store, task, self._executor(task))
+
+    def _recover(self) -> None:
+        """Tasks a dead driver was launching but never recorded go back to PENDING."""
+        for task in list(self.tasks.values()):
+            if task.status is State.SUBMITTED and task.job_id is None:
+                self.store.transition(
+                    self.experiment_id, task.id, State.PENDING, when=[State.SUBMITTED],
+                    attempt=task.attempts, reason="launch interrupted; relaunching",
+                )  # fmt: skip
+        self._refresh()
+
+    # --- polling ----------------------------------------------------------------------------
+    def _poll(self) -> None:
+        by_kind: dict[str, list[TaskRecord]] = {}
+        for task in self.tasks.values():
+            if task.status in _LIVE and task.job_id is not None:
+                by_kind.setdefault(self._executor(task).kind, []).append(task)
+        for kind, tasks in by_kind.items():
+            backend = self.plugins.backend(kind)
+            refs = [self._ref(t) for t in tasks]
+            try:
+                statuses = backend.poll(refs)
+            except BackendError:
+                continue  # a dropped connection never fails a task by itself; poll again later
+            for task in tasks:
+                status = statuses.get(task.job_id or "")
+                if status is not None:
+                    self._observe(task, status)
+
+    def _observe(self, task: TaskRecord, status: JobStatus) -> None:
+        exp = self.experiment_id
+        if status.state in FINAL_STATES:
+            fields: dict[str, Any] = {
+                "exit_code": status.exit_code,
+                "reason": status.reason,
+                "start_time": _ts(status.start_time) or task.start_time,
+                "end_time": _ts(status.end_time) or time.time(),
+            }
+            if status.state is State.FAILED and task.attempts <= self._max_retries():
+                fields["reason"] = (
+                    f"retrying (attempt {task.attempts} of {self._max_retries() + 1} failed:"
+                    f" {status.reason or 'exit code %s' % status.exit_code})"
+                )
+                fields["job_id"] = None
+                self.store.transition(exp, task.id, State.PENDING, when=_LIVE, attempt=task.attempts, **fields)
+            else:
+                self.store.transition(exp, task.id, status.state, when=_LIVE, attempt=task.attempts, **fields)
+        elif status.state is State.RUNNING and task.status is State.SUBMITTED:
+            self.store.transition(
+                exp, task.id, State.RUNNING, when=[State.SUBMITTED], attempt=task.attempts,
+                start_time=_ts(status.start_time) or time.time(),
+            )  # fmt: skip
+
+    def _max_retries(self) -> int:
+        return int(self._settings.get("max_retries") or 0)
+
+    # --- dependencies, timeout, launching ------------------------------------------------
+    def _cascade_failures(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for task in self.tasks.values():
+                if task.status not in (State.PENDING, State.PAUSED) or task.job_id is not None:
+                    continue
+                bad = [d for d in task.dependencies if self.tasks[d].status in (State.FAILED, State.CANCELLED)]
+                if bad and self.store.transition(
+                    self.experiment_id, task.id, State.CANCELLED, when=[State.PENDING, State.PAUSED],
+                    reason="dependency failed", end_time=time.time(),
+                ):  # fmt: skip
+                    changed = True
+            if changed:
+                self._refresh()
+
+    def _timed_out(self, now: float) -> bool:
+        timeout = self._settings.get("timeout")
+        launched = self._record.launched_at
+        return bool(timeout and launched and now - launched > float(timeout))
+
+    def _enforce_timeout(self) -> None:
+        for task in list(self.tasks.values()):
+            if task.status in FINAL_STATES:
+                continue
+            if task.job_id is not None and task.status in _LIVE:
+                self._backend_call("cancel", task)
+                self.store.transition(
+                    self.experiment_id, task.id, State.FAILED, when=_LIVE, attempt=task.attempts,
+                    reason="timeout", end_time=time.time(),
+                )  # fmt: skip
+            else:
+                self.store.transition(
+                    self.experiment_id, task.id, State.CANCELLED,
+                    when=[State.PENDING, State.PAUSED, State.SUBMITTED], reason="timeout",
+                    end_time=time.time(),
+                )  # fmt: skip
+        self._refresh()
+
+    def _backend_call(self, what: str, task: TaskRecord) -> None:
+        backend = self.plugins.backend(self._executor(task).kind)
+        try:
+            getattr(backend, what)(self._ref(task))
+        except BackendError:
+            pass
+
+    def _ready(self) -> list[TaskRecord]:
+        out = []
+        for task in sorted(self.tasks.values(), key=lambda t: t.seq):
+            if task.status is State.PENDING and all(
+                self.tasks[d].status is State.SUCCEEDED for d in task.dependencies
+            ):
+                out.append(task)
+        return out
+
+    def _launch_ready(self) -> None:
+        ready = self._ready()
+        if self._sequential():
+            if any(t.status in _LIVE for t in self.tasks.values()):
+                return
+            ready = ready[:1]
+        for task in ready[:LAUNCH_BATCH]:
+            self._launch(task)
+
+    def _sequential(self) -> bool:
+        return bool((self._record.run_options or {}).get("sequential"))
+
+    def _launch(self, task: TaskRecord) -> None:
+        exp = self.experiment_id
+        attempt = task.attempts + 1
+        if not self.store.transition(
+            exp, task.id, State.SUBMITTED, when=[State.PENDING], attempts=attempt, reason=None
+        ):
+            return  # cancelled or paused by another process meanwhile
+        executor = self._executor(task)
+        task_dir = self.store.task_dir(exp, task.id)
+        spec = job_spec(self._record, task, executor, attempt, task_dir)
+        backend = self.plugins.backend(executor.kind)
+        try:
+            launched = backend.launch(spec)
+        except Exception as exc:  # the backend refused: the attempt failed, say why
+            reason = f"launch failed: {exc}"
+            to = State.PENDING if attempt <= self._max_retries() else State.FAILED
+            self.store.transition(
+                exp, task.id, to, when=[State.SUBMITTED], attempt=attempt, reason=reason,
+                end_time=time.time(),
+            )  # fmt: skip
+            return
+        ok = self.store.transition(
+            exp, task.id, launched.state, when=[State.SUBMITTED], attempt=attempt,
+            job_id=launched.job_id, handle=launched.handle, start_time=time.time(),
+        )  # fmt: skip
+        if not ok:  # cancelled while we were launching it: honour that
+            ref = JobRef(launched.job_id, launched.handle, task_dir, attempt, executor)
+            try:
+                backend.cancel(ref)
+            except BackendError:
+                pass
+            self.store.transition(exp, task.id, State.CANCELLED, when=[State.SUBMITTED], job_id=launched.job_id)
+
+    # --- waiting ------------------------------------------------------------------------------
+    def _sleep(self) -> None:
+        wait = HEARTBEAT_INTERVAL
+        fds: list[int] = []
+        live: dict[str, list[JobRef]] = {}
+        pending = False
+        for task in self.tasks.values():
+            if task.status in _LIVE and task.job_id is not None:
+                live.setdefault(self._executor(task).kind, []).append(self._ref(task))
+            elif task.status is State.PENDING:
+                pending = True
+        for kind, refs in live.items():
+            backend = self.plugins.backend(kind)
+            wait = min(wait, backend.poll_interval())
+            fds.extend(backend.wakeup_fds(refs))
+        if pending and not live:
+            wait = min(wait, 0.2)  # waiting on another process (resume, retry) to move things
+        if self.observer is not None:
+            tick = self.observer.wants_tick()
+            if tick is not None:
+                wait = min(wait, tick)
+        timeout = self._settings.get("timeout")
+        if timeout:
+            launched = self._record.launched_at or time.time()
+            wait = max(0.0, min(wait, launched + float(timeout) - time.time() + 0.01))
+        if fds:
+            poller = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            poller.poll(wait * 1000)
+        else:
+            time.sleep(wait)
+
+
+def _ts(value: Any) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def job_ref(store: Store, task: TaskRecord, executor: Executor) -> JobRef:
+    return JobRef(
+        job_id=task.job_id or "",
+        handle=task.handle,
+        task_dir=store.task_dir(task.experiment_id, task.id),
+        attempt=task.attempts,
+        executor=executor,
+    )
+
+
+def job_spec(
+    record: ExperimentRecord, task: TaskRecord, executor: Executor, attempt: int, task_dir: str
+) -> JobSpec:
+    encoded = json.loads(task.task)
+    is_script = encoded.get(serialization.TAG) == "script"
+    env = dict(executor.env_vars)
+    argv: list[str] = []
+    if is_script:
+        env.update(encoded.get("env") or {})
+        argv = script_argv(encoded)
+    env.update(task_env(record, task, attempt, task_dir))
+    return JobSpec(
+        experiment_id=record.id, task_id=task.id, attempt=attempt, task_dir=task_dir,
+        executor=executor, is_script=is_script, argv=argv, env=env,
+        cwd=record.settings.get("cwd"),
+    )  # fmt: skip
+
+
+def cancel_task(
+    store: Store, plugins: Plugins, task: TaskRecord, reason: str, executor: Executor
+) -> bool:
+    """Cancel one task from any process: end its job on the backend, record CANCELLED.
+
+    Returns False if the task had ended already.
+    """
+    if task.status in FINAL_STATES:
+        return False
+    if task.job_id is not None and task.status in LIVE_STATES:
+        plugins.backend(executor.kind).cancel(job_ref(store, task, executor))
+    return store.transition(
+        task.experiment_id, task.id, State.CANCELLED,
+        when=[State.PENDING, State.PAUSED, State.SUBMITTED, State.RUNNING],
+        reason=reason, end_time=time.time(),
+    )  # fmt: skip
+
+
+def wait_fn(predicate: Callable[[], bool], timeout: float | None, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not predicate():
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+

@@ -1,0 +1,99 @@
+"""The supervisor: drives a detached experiment from its own process.
+
+``python -m runyard.supervisor HOME EXPERIMENT_ID``. Started in a new session so that it
+outlives the process that launched it; records its pid and heartbeat in the store, where
+any process sees it (and ``runyard takeover`` replaces it if it died).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from runyard.errors import BackendError
+from runyard.store import Store, open_store, pid_alive
+
+LOG = "supervisor.log"
+
+
+def start_supervisor(store: Store, experiment_id: str, wait: float = 60.0) -> int:
+    """Start a supervisor for the experiment; return its pid once it drives it."""
+    exp_dir = store.experiment_dir(experiment_id)
+    os.makedirs(exp_dir, exist_ok=True)
+    log_path = os.path.join(exp_dir, LOG)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runyard.supervisor", store.home, experiment_id],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=exp_dir,
+        )  # fmt: skip
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        record = store.experiment(experiment_id)
+        if record.driver_pid == proc.pid:
+            return proc.pid
+        code = proc.poll()
+        if code is not None:
+            if record.driver_pid and pid_alive(record.driver_pid):
+                return record.driver_pid  # another driver took it first: fine
+            raise BackendError(
+                f"the supervisor for {experiment_id} exited with code {code} before taking over; "
+                f"see {log_path}:\n{_tail(log_path)}"
+            )
+        time.sleep(0.02)
+    raise BackendError(f"the supervisor for {experiment_id} did not start within {wait}s; see {log_path}")
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def main(argv: list[str]) -> int:
+    from runyard.scheduler import Driver
+
+    if len(argv) != 2:
+        print("usage: python -m runyard.supervisor HOME EXPERIMENT_ID", file=sys.stderr)
+        return 2
+    home, experiment_id = argv
+    _raise_fd_limit()
+    store = open_store(home)
+    driver = Driver(store, experiment_id, kind="supervisor")
+
+    def stop(signum: int, frame: Any) -> None:
+        driver.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    if not driver.claim():
+        print(f"{stamp} another live process drives {experiment_id}; exiting", flush=True)
+        return 0
+    print(f"{stamp} supervisor pid {os.getpid()} drives {experiment_id}", flush=True)
+    try:
+        state = driver.run()
+    finally:
+        driver.release()
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} experiment ended: {state}", flush=True)
+    return 0
+
+
+def _raise_fd_limit() -> None:
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
