@@ -68,7 +68,7 @@ class ArtifactStoreRegistry(_Registry):
         self._add(store.name, store)
 
     def get(self, name: str) -> ArtifactStore:
-        return self._get(name)  # type: ignore[no-any-return]
+        return self._get(name)
 
 
 def digest(path: str) -> tuple[int, str]:

@@ -85,7 +85,7 @@ class _Buildable:
     @property
     def __fn_or_cls__(self) -> Callable[..., Any]:
         """The target (the same name fiddle and NeMo Run use)."""
-        return self._target  # type: ignore[no-any-return]
+        return self._target
 
     def _param(self, name: str) -> inspect.Parameter | None:
         sig = _signature(self._target)
@@ -141,22 +141,20 @@ class _Buildable:
         sig = _signature(self._target)
         if sig is None:
             return []
-        return [
-            n for n, p in sig.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
+        return [n for n, p in sig.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
     @property
     def arguments(self) -> dict[str, Any]:
         """The arguments that were set (not defaults), by name. A live view."""
-        return self._arguments  # type: ignore[no-any-return]
+        return self._arguments
 
     # --- value semantics ----------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         return (
             type(self) is type(other)
-            and self._target == other._target  # type: ignore[attr-defined]
-            and self._args == other._args  # type: ignore[attr-defined]
-            and self._arguments == other._arguments  # type: ignore[attr-defined]
+            and self._target == other._target
+            and self._args == other._args
+            and self._arguments == other._arguments
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable

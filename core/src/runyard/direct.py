@@ -61,9 +61,11 @@ class _Recorder(io.TextIOBase):
 def _run_one(task: Any, attempt_dir: str) -> tuple[int, str | None]:
     os.makedirs(attempt_dir, exist_ok=True)
     lock = threading.Lock()
-    with open(os.path.join(attempt_dir, "stdout.log"), "w") as out_f, open(
-        os.path.join(attempt_dir, "stderr.log"), "w"
-    ) as err_f, open(os.path.join(attempt_dir, "journal.log"), "a") as journal:
+    with (
+        open(os.path.join(attempt_dir, "stdout.log"), "w") as out_f,
+        open(os.path.join(attempt_dir, "stderr.log"), "w") as err_f,
+        open(os.path.join(attempt_dir, "journal.log"), "a") as journal,
+    ):
         out = _Recorder(sys.stdout, out_f, journal, "o", lock)
         err = _Recorder(sys.stderr, err_f, journal, "e", lock)
         error = None
@@ -120,10 +122,24 @@ def run_direct(exp: Experiment, *, tail_logs: bool = False) -> State:
         if current.status is not State.PENDING:
             continue
         if timeout and time.time() - started > float(timeout):
-            store.transition(exp_id, current.id, State.CANCELLED, when=[State.PENDING], reason="timeout", end_time=time.time())
+            store.transition(
+                exp_id,
+                current.id,
+                State.CANCELLED,
+                when=[State.PENDING],
+                reason="timeout",
+                end_time=time.time(),
+            )
             continue
         if any(tasks[d].status is not State.SUCCEEDED for d in current.dependencies):
-            store.transition(exp_id, current.id, State.CANCELLED, when=[State.PENDING], reason="dependency failed", end_time=time.time())
+            store.transition(
+                exp_id,
+                current.id,
+                State.CANCELLED,
+                when=[State.PENDING],
+                reason="dependency failed",
+                end_time=time.time(),
+            )
             continue
         task = serialization.decode(json.loads(current.task))
         attempt = current.attempts
@@ -137,14 +153,24 @@ def run_direct(exp: Experiment, *, tail_logs: bool = False) -> State:
             end = time.time()
             write_result(attempt_dir, {"exit_code": code, "start": start, "end": end, "error": error})
             if code == 0:
-                store.transition(exp_id, current.id, State.SUCCEEDED, when=[State.RUNNING], exit_code=0, end_time=end)
+                store.transition(
+                    exp_id, current.id, State.SUCCEEDED, when=[State.RUNNING], exit_code=0, end_time=end
+                )
                 break
             reason = error or f"exit code {code}"
             if attempt <= retries:
                 store.transition(exp_id, current.id, State.PENDING, when=[State.RUNNING], exit_code=code,
                                  reason=f"retrying (attempt {attempt} of {retries + 1} failed: {reason})")  # fmt: skip
                 continue
-            store.transition(exp_id, current.id, State.FAILED, when=[State.RUNNING], exit_code=code, reason=reason, end_time=end)
+            store.transition(
+                exp_id,
+                current.id,
+                State.FAILED,
+                when=[State.RUNNING],
+                exit_code=code,
+                reason=reason,
+                end_time=end,
+            )
             break
     store.mark_ended(exp_id, True)
     states = store.task_states(exp_id)

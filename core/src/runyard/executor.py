@@ -29,8 +29,7 @@ def _check_env_vars(instance: Any, attribute: attrs.Attribute[Any], value: Any) 
             raise ConfigError(f"{type(instance).__name__}.env_vars: invalid variable name {k!r}")
         if not isinstance(v, str):
             raise ConfigError(
-                f"{type(instance).__name__}.env_vars[{k!r}] must be a string, got {v!r}"
-                f" (write str({v!r}))"
+                f"{type(instance).__name__}.env_vars[{k!r}] must be a string, got {v!r} (write str({v!r}))"
             )
 
 
@@ -51,8 +50,7 @@ class Executor:
             for name in kwargs:
                 if name not in known:
                     raise ExecutorFieldError(
-                        f"{cls.__name__} has no field {name!r}; its fields are: "
-                        + ", ".join(sorted(known))
+                        f"{cls.__name__} has no field {name!r}; its fields are: " + ", ".join(sorted(known))
                     )
         return super().__new__(cls)
 

@@ -21,7 +21,7 @@ import attrs
 
 from runyard import naming, serialization
 from runyard.artifacts import Artifact
-from runyard.config import Config, Partial, Script, _Buildable, target_name
+from runyard.config import Config, Partial, Script, target_name
 from runyard.errors import (
     ConfigError,
     ExperimentStateError,
@@ -29,7 +29,7 @@ from runyard.errors import (
     UnknownTaskError,
 )
 from runyard.executor import Executor
-from runyard.jobfiles import TASK, timestamp
+from runyard.jobfiles import TASK, timestamp, utc
 from runyard.logs import LogEntry, LogRef, TaskLogs, parse_journal
 from runyard.plugins import TaskSpec, plugin_manager, resolve_export
 from runyard.scheduler import STALE_AFTER, Driver, cancel_task, job_ref
@@ -164,7 +164,11 @@ class Experiment:
             "timeout": timeout,
             "checkpoint_interval": checkpoint_interval,
             "cwd": os.getcwd(),
-            "python_path": [p for p in (os.getcwd(), os.path.dirname(os.path.abspath(main_file)) if main_file else None) if p],
+            "python_path": [
+                p
+                for p in (os.getcwd(), os.path.dirname(os.path.abspath(main_file)) if main_file else None)
+                if p
+            ],
         }
         store = open_store(base_dir)
         for _ in range(100):
@@ -313,7 +317,9 @@ class Experiment:
                 raise ConfigError(f"a plugin returned {spec.executor!r}, which is not an executor")
             encoded = serialization.encode(spec.task, where=f"task {task_id!r}")
             ex_json = serialization.dumps(serialization.unstructure_executor(spec.executor))
-            applied = [{"plugin": f"{type(p).__module__}:{type(p).__qualname__}", "repr": repr(p)} for p in plugins]
+            applied = [
+                {"plugin": f"{type(p).__module__}:{type(p).__qualname__}", "repr": repr(p)} for p in plugins
+            ]
             rows.append((task_id, serialization.dumps(encoded), ex_json, deps, applied))
             ids.append(task_id)
         settings = self._meta().settings
@@ -388,9 +394,7 @@ class Experiment:
         record = self._store.task(self._id, task_id)
         if record is None:
             known = ", ".join(t.id for t in self._store.tasks(self._id)) or "none"
-            raise UnknownTaskError(
-                f"experiment {self._id} has no task {task_id!r} (its tasks: {known})"
-            )
+            raise UnknownTaskError(f"experiment {self._id} has no task {task_id!r} (its tasks: {known})")
         return record
 
     def status(self) -> State:
@@ -572,7 +576,9 @@ class Experiment:
         if task.status in FINAL_STATES:
             raise TaskStateError(f"task {task_id!r} has ended ({task.status}): it cannot be paused")
         if task.status is State.PENDING:
-            if not self._store.transition(self._id, task_id, State.PAUSED, when=[State.PENDING], paused_from=State.PENDING):
+            if not self._store.transition(
+                self._id, task_id, State.PAUSED, when=[State.PENDING], paused_from=State.PENDING
+            ):
                 return self.pause(task_id)  # it moved meanwhile: decide again
             return None
         if task.job_id is None:
@@ -685,15 +691,20 @@ class Experiment:
             {"name": name, "path": stored.path, "description": description, "size": stored.size,
              "sha256": stored.sha256, "created_at": now, "store": store},
         )  # fmt: skip
-        return Artifact(name, stored.path, description, stored.size, stored.sha256, timestamp(now), store)  # type: ignore[arg-type]
+        return Artifact(name, stored.path, description, stored.size, stored.sha256, utc(now), store)
 
     def get_artifacts(self) -> dict[str, Artifact]:
         """Recorded artifacts by name."""
         return {
             row["name"]: Artifact(
-                row["name"], row["path"], row["description"], row["size"], row["sha256"],
-                timestamp(row["created_at"]), row["store"],  # type: ignore[arg-type]
-            )  # fmt: skip
+                row["name"],
+                row["path"],
+                row["description"],
+                row["size"],
+                row["sha256"],
+                utc(row["created_at"]),
+                row["store"],
+            )
             for row in self._store.artifacts(self._id)
         }
 
@@ -701,7 +712,9 @@ class Experiment:
         """A local path holding artifact ``name`` (copied to ``dest`` when given)."""
         artifacts = self.get_artifacts()
         if name not in artifacts:
-            raise ConfigError(f"experiment {self._id} has no artifact {name!r} (it has: {', '.join(artifacts) or 'none'})")
+            raise ConfigError(
+                f"experiment {self._id} has no artifact {name!r} (it has: {', '.join(artifacts) or 'none'})"
+            )
         a = artifacts[name]
         return plugin_manager().artifact_store(a.store).get(a, dest)
 
@@ -723,7 +736,10 @@ class Experiment:
         out = {}
         for version, config, description, created in self._store.config_versions(self._id, name):
             out[version] = ConfigVersion(
-                version, serialization.decode(json.loads(config)), description, timestamp(created)  # type: ignore[arg-type]
+                version,
+                serialization.decode(json.loads(config)),
+                description,
+                utc(created),
             )
         return out
 
@@ -733,4 +749,3 @@ class Experiment:
         for task_id, task_json, _, _, _ in rows:
             self._write_task_file(task_id, task_json, settings)
         self._store.add_task(self._id, rows)
-

@@ -53,6 +53,10 @@ def timestamp(value: Any) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
 
 
+def utc(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
+
+
 def status_from_result(result: dict[str, Any]) -> JobStatus:
     """A final status from the runner's result file."""
     code = int(result["exit_code"])

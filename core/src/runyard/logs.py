@@ -90,7 +90,5 @@ def parse_journal(data: bytes) -> tuple[list[LogEntry], int]:
             when = dt.datetime.fromtimestamp(float(ts), tz=dt.timezone.utc)
         except ValueError:
             continue
-        entries.append(
-            LogEntry(when, text.decode("utf-8", "replace"), _STREAMS.get(code, "stdout"))
-        )
+        entries.append(LogEntry(when, text.decode("utf-8", "replace"), _STREAMS.get(code, "stdout")))
     return entries, end

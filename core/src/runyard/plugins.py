@@ -115,10 +115,10 @@ class ExecutorRegistry(_Registry):
         self._add(kind, (executor_cls, backend_cls))
 
     def executor_class(self, kind: str) -> type[Executor]:
-        return self._get(kind)[0]  # type: ignore[no-any-return]
+        return self._get(kind)[0]
 
     def backend_class(self, kind: str) -> Callable[[], Backend]:
-        return self._get(kind)[1]  # type: ignore[no-any-return]
+        return self._get(kind)[1]
 
 
 class Plugins:
@@ -264,9 +264,7 @@ class Plugins:
                 dist, version = "runyard", _version("runyard")
             else:
                 dist, version = dists.get(name, (None, None))  # type: ignore[assignment]
-            out.append(
-                PluginInfo(name, dist, version, hooks, sorted(exports.get(dist or "", [])))
-            )
+            out.append(PluginInfo(name, dist, version, hooks, sorted(exports.get(dist or "", []))))
         out.sort(key=lambda p: p.name)
         return out + list(self.failures.values())
 
@@ -326,8 +324,7 @@ def resolve_export(name: str) -> Any:
     if name in KNOWN_EXPORTS:
         dist = KNOWN_EXPORTS[name]
         raise PluginNotInstalledError(
-            f"run.{name} is provided by the {dist} plugin, which is not installed: "
-            f"pip install {dist}",
+            f"run.{name} is provided by the {dist} plugin, which is not installed: pip install {dist}",
             name=name,
         )
     raise AttributeError(f"module 'runyard' has no attribute {name!r}")

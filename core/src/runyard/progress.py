@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from runyard import serialization
+from runyard.executor import Executor
 from runyard.logs import LogRef, LogSource, parse_journal
 from runyard.plugins import plugin_manager
 from runyard.states import FINAL_STATES, State
@@ -38,9 +39,9 @@ class LogFollower:
         self.exp = exp
         self.offsets: dict[tuple[str, int], int] = {}
         self.last_line: dict[str, str] = {}
-        self._sources: dict[str, tuple[LogSource, object]] = {}
+        self._sources: dict[str, tuple[LogSource, Executor]] = {}
 
-    def _source(self, task: TaskRecord) -> tuple[LogSource, object]:
+    def _source(self, task: TaskRecord) -> tuple[LogSource, Executor]:
         if task.id not in self._sources:
             executor = serialization.structure_executor(json.loads(task.executor))
             self._sources[task.id] = (plugin_manager().log_source(executor), executor)
@@ -52,7 +53,9 @@ class LogFollower:
         source, executor = self._source(task)
         key = (task.id, task.attempts)
         offset = self.offsets.get(key, 0)
-        ref = LogRef(self.exp.store.task_dir(task.experiment_id, task.id), task.attempts, executor, task.job_id)  # type: ignore[arg-type]
+        ref = LogRef(
+            self.exp.store.task_dir(task.experiment_id, task.id), task.attempts, executor, task.job_id
+        )
         entries, used = parse_journal(source.read(ref, "journal.log", offset))
         self.offsets[key] = offset + used
         if entries:
@@ -164,9 +167,11 @@ class TerminalObserver(PlainObserver):
             lines.append(prefix + state + "  " + body + last[:room])
         if len(rows) > len(shown):
             counts: dict[str, int] = {}
-            for t in rows[len(shown):]:
+            for t in rows[len(shown) :]:
                 counts[t.status.value] = counts.get(t.status.value, 0) + 1
-            lines.append(f"  ... {len(rows) - len(shown)} more: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+            lines.append(
+                f"  ... {len(rows) - len(shown)} more: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+            )
         done = sum(t.status in FINAL_STATES for t in tasks)
         lines.insert(0, f"{self.exp.experiment_id}: {done}/{len(tasks)} ended")
         out = []

@@ -108,13 +108,13 @@ class Capture:
     def __init__(self, attempt_dir: str) -> None:
         self.dir = attempt_dir
         self.lock = threading.Lock()
-        self.journal = open(os.path.join(attempt_dir, "journal.log"), "ab", buffering=0)  # noqa: SIM115
+        self.journal = open(os.path.join(attempt_dir, "journal.log"), "ab", buffering=0)
         self.threads: list[threading.Thread] = []
         for fd, name, code in ((1, "stdout.log", b"o"), (2, "stderr.log", b"e")):
             r, w = os.pipe()
             os.dup2(w, fd)
             os.close(w)
-            raw = open(os.path.join(attempt_dir, name), "ab", buffering=0)  # noqa: SIM115
+            raw = open(os.path.join(attempt_dir, name), "ab", buffering=0)
             t = threading.Thread(target=self._pump, args=(r, raw, code), daemon=True)
             t.start()
             self.threads.append(t)
@@ -196,8 +196,8 @@ def run(task_dir: str, attempt: int) -> int:
             target=heartbeat, args=(os.path.join(attempt_dir, "heartbeat"), interval, stop), daemon=True
         ).start()
     capture = Capture(attempt_dir)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115  line-buffered
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
     signal.signal(signal.SIGTERM, _sigterm)
     start = time.time()
     error = None

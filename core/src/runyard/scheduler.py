@@ -8,13 +8,12 @@ re-running tasks that ended and without losing tasks that are running.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
-
-import json
 
 from runyard import serialization
 from runyard.errors import BackendError
@@ -143,9 +142,7 @@ class Driver:
     def _executor(self, task: TaskRecord) -> Executor:
         ex = self._executors.get(task.id)
         if ex is None:
-            ex = self._executors[task.id] = serialization.structure_executor(
-                json.loads(task.executor)
-            )
+            ex = self._executors[task.id] = serialization.structure_executor(json.loads(task.executor))
         return ex
 
     def _ref(self, task: TaskRecord) -> JobRef:
@@ -194,7 +191,9 @@ class Driver:
                     f" {status.reason or 'exit code %s' % status.exit_code})"
                 )
                 fields["job_id"] = None
-                self.store.transition(exp, task.id, State.PENDING, when=_LIVE, attempt=task.attempts, **fields)
+                self.store.transition(
+                    exp, task.id, State.PENDING, when=_LIVE, attempt=task.attempts, **fields
+                )
             else:
                 self.store.transition(exp, task.id, status.state, when=_LIVE, attempt=task.attempts, **fields)
         elif status.state is State.RUNNING and task.status is State.SUBMITTED:
@@ -214,7 +213,9 @@ class Driver:
             for task in self.tasks.values():
                 if task.status not in (State.PENDING, State.PAUSED) or task.job_id is not None:
                     continue
-                bad = [d for d in task.dependencies if self.tasks[d].status in (State.FAILED, State.CANCELLED)]
+                bad = [
+                    d for d in task.dependencies if self.tasks[d].status in (State.FAILED, State.CANCELLED)
+                ]
                 if bad and self.store.transition(
                     self.experiment_id, task.id, State.CANCELLED, when=[State.PENDING, State.PAUSED],
                     reason="dependency failed", end_time=time.time(),
@@ -305,7 +306,9 @@ class Driver:
                 backend.cancel(ref)
             except BackendError:
                 pass
-            self.store.transition(exp, task.id, State.CANCELLED, when=[State.SUBMITTED], job_id=launched.job_id)
+            self.store.transition(
+                exp, task.id, State.CANCELLED, when=[State.SUBMITTED], job_id=launched.job_id
+            )
 
     # --- waiting ------------------------------------------------------------------------------
     def _sleep(self) -> None:
@@ -373,9 +376,7 @@ def job_spec(
     )  # fmt: skip
 
 
-def cancel_task(
-    store: Store, plugins: Plugins, task: TaskRecord, reason: str, executor: Executor
-) -> bool:
+def cancel_task(store: Store, plugins: Plugins, task: TaskRecord, reason: str, executor: Executor) -> bool:
     """Cancel one task from any process: end its job on the backend, record CANCELLED.
 
     Returns False if the task had ended already.
@@ -399,4 +400,3 @@ def wait_fn(predicate: Callable[[], bool], timeout: float | None, interval: floa
             return False
         time.sleep(interval)
     return True
-

@@ -187,9 +187,7 @@ class Store:
         self.path = os.path.join(self.home, DB_NAME)
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(
-                self.path, timeout=60, isolation_level=None, check_same_thread=False
-            )
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=60000")
@@ -328,8 +326,7 @@ class Store:
     def set_driver(self, experiment_id: str, pid: int | None, kind: str | None) -> None:
         with self.write() as db:
             db.execute(
-                "UPDATE experiments SET driver_pid = ?, driver_kind = ?, driver_heartbeat = ?"
-                " WHERE id = ?",
+                "UPDATE experiments SET driver_pid = ?, driver_kind = ?, driver_heartbeat = ? WHERE id = ?",
                 (pid, kind, time.time() if pid else None, experiment_id),
             )
             self._event(db, experiment_id, None, "driver", {"pid": pid, "kind": kind})
@@ -346,8 +343,7 @@ class Store:
                 if pid_alive(row[0]):
                     return False
             db.execute(
-                "UPDATE experiments SET driver_pid = ?, driver_kind = ?, driver_heartbeat = ?"
-                " WHERE id = ?",
+                "UPDATE experiments SET driver_pid = ?, driver_kind = ?, driver_heartbeat = ? WHERE id = ?",
                 (pid, kind, time.time(), experiment_id),
             )
             self._event(db, experiment_id, None, "driver", {"pid": pid, "kind": kind})
@@ -448,7 +444,7 @@ class Store:
             values[key] = value
         sets = ", ".join(f"{k} = ?" for k in values)
         db.execute(
-            f"UPDATE tasks SET {sets} WHERE experiment_id = ? AND id = ?",  # noqa: S608  keys are ours
+            f"UPDATE tasks SET {sets} WHERE experiment_id = ? AND id = ?",
             (*values.values(), experiment_id, task_id),
         )
         return True
@@ -519,9 +515,7 @@ class Store:
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # --- config versions -----------------------------------------------------------------------
-    def add_config_version(
-        self, experiment_id: str, name: str, config: str, description: str | None
-    ) -> int:
+    def add_config_version(self, experiment_id: str, name: str, config: str, description: str | None) -> int:
         with self.write() as db:
             (version,) = db.execute(
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM config_versions"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
-
 from runyard.errors import ConfigError
 from runyard.executor import Executor
 

@@ -1,0 +1,300 @@
+"""The ``runyard`` command (also ``python -m runyard``). See docs/cli.md.
+
+Errors print one line, ``runyard: error: ...``, with no traceback, and exit with code 1
+(2 for a wrong command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from runyard.errors import RunyardError
+
+
+def _experiment(args: argparse.Namespace) -> Any:
+    """The experiment named by id, or else the newest with that title."""
+    from runyard.errors import UnknownExperimentError
+    from runyard.experiment import Experiment
+
+    try:
+        return Experiment.from_id(args.experiment, base_dir=args.home)
+    except UnknownExperimentError:
+        try:
+            return Experiment.from_title(args.experiment, base_dir=args.home)
+        except UnknownExperimentError:
+            raise UnknownExperimentError(
+                f"no experiment with id or title {args.experiment!r}"
+                f" (see `runyard list`{' --home ' + args.home if args.home else ''})"
+            ) from None
+
+
+def _fmt_time(value: Any) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _table(rows: list[list[str]], out: Any) -> None:
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_list(args: argparse.Namespace) -> int:
+    from runyard.states import experiment_state
+    from runyard.store import open_store
+
+    store = open_store(args.home)
+    rows: list[dict[str, Any]] = []
+    for rec in store.experiments(limit=args.limit):
+        if args.title and rec.title != args.title:
+            continue
+        states = store.task_states(rec.id)
+        state = experiment_state(states) if states else "EMPTY"
+        rows.append({"id": rec.id, "title": rec.title, "status": str(state), "tasks": len(states),
+                     "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created_at))})  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        _table([["ID", "TITLE", "STATUS", "TASKS", "CREATED"]]
+               + [[r["id"], r["title"], r["status"], str(r["tasks"]), r["created"]] for r in rows], sys.stdout)  # fmt: skip
+    else:
+        print(f"no experiments in {store.home}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    exp = _experiment(args)
+    tasks = exp.tasks
+    if args.json:
+        print(json.dumps({
+            "id": exp.experiment_id, "status": str(exp.status()), "driver_alive": exp.driver_alive(),
+            "tasks": [{"id": t.id, "status": str(t.status), "job_id": t.job_id, "attempts": t.attempts,
+                       "exit_code": t.exit_code, "reason": t.reason,
+                       "start_time": t.start_time.isoformat() if t.start_time else None,
+                       "end_time": t.end_time.isoformat() if t.end_time else None,
+                       "dependencies": t.dependencies} for t in tasks],
+        }, indent=2))  # fmt: skip
+        return 0
+    print(f"{exp.experiment_id}: {exp.status()}" + ("" if exp.driver_alive() else "  (no live driver)"))
+    rows = [["TASK", "STATUS", "ATTEMPTS", "EXIT", "JOB", "STARTED", "ENDED", "REASON"]]
+    for t in tasks:
+        rows.append([t.id, str(t.status), str(t.attempts), "" if t.exit_code is None else str(t.exit_code),
+                     t.job_id or "", _fmt_time(t.start_time), _fmt_time(t.end_time), t.reason or ""])  # fmt: skip
+    _table(rows, sys.stdout)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    exp = _experiment(args)
+    if args.follow:
+        for entry in exp.stream_logs(args.task, follow=True):
+            out = sys.stderr if entry.stream == "stderr" else sys.stdout
+            out.write(
+                (f"{entry.timestamp.astimezone():%H:%M:%S} " if args.timestamps else "")
+                + entry.message
+                + "\n"
+            )
+            out.flush()
+        return 0
+    logs = exp.get_logs(args.task)
+    if args.stream in ("stdout", "both"):
+        sys.stdout.write(logs.stdout)
+    if args.stream in ("stderr", "both"):
+        sys.stderr.write(logs.stderr)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    exp = _experiment(args)
+    if args.all:
+        done = exp.cancel_all()
+        print(f"cancelled {len(done)} task(s)" + (f": {', '.join(done)}" if done else ""))
+    elif args.task:
+        exp.cancel(args.task)
+        print(f"cancelled {args.task}")
+    else:
+        raise RunyardError("name a task to cancel, or --all")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    exp = _experiment(args)
+    again = exp.retry(args.task)
+    print(f"retrying {', '.join(again)}")
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    _experiment(args).pause(args.task)
+    print(f"paused {args.task}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    _experiment(args).resume(args.task)
+    print(f"resumed {args.task}")
+    return 0
+
+
+def cmd_metadata(args: argparse.Namespace) -> int:
+    meta = _experiment(args).get_metadata()
+    if args.json:
+        print(json.dumps(meta, indent=2))
+    else:
+        for key, value in meta.items():
+            print(f"{key}: {json.dumps(value)}")
+    return 0
+
+
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    artifacts = _experiment(args).get_artifacts()
+    if args.json:
+        print(json.dumps({n: {"path": a.path, "description": a.description, "size": a.size,
+                              "sha256": a.sha256, "created_at": a.created_at.isoformat(),
+                              "store": a.store} for n, a in artifacts.items()}, indent=2))  # fmt: skip
+        return 0
+    rows = [["NAME", "SIZE", "SHA256", "PATH", "DESCRIPTION"]]
+    for name, a in artifacts.items():
+        rows.append([name, str(a.size), a.sha256[:12], a.path, a.description or ""])
+    if len(rows) > 1:
+        _table(rows, sys.stdout)
+    else:
+        print("no artifacts")
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    exp = _experiment(args)
+    path = exp.create_snapshot().save(args.output)
+    print(path)
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from runyard.snapshot import ExperimentSnapshot
+
+    exp = ExperimentSnapshot.load(args.snapshot).reproduce(base_dir=args.home)
+    print(exp.experiment_id)
+    if args.run or args.detach:
+        state = exp.run(detach=args.detach)
+        if not args.detach:
+            return 0 if state == "SUCCEEDED" else 1
+    return 0
+
+
+def cmd_takeover(args: argparse.Namespace) -> int:
+    exp = _experiment(args)
+    state = exp.takeover(detach=not args.attach)
+    if args.attach:
+        return 0 if state == "SUCCEEDED" else 1
+    print(f"{exp.experiment_id}: a new supervisor drives it ({state})")
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    exp = _experiment(args)
+    state = exp.wait(timeout=args.timeout)
+    print(f"{exp.experiment_id}: {state}")
+    return 0 if state == "SUCCEEDED" else 1
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from runyard.plugins import plugin_manager
+
+    infos = plugin_manager().describe()
+    if args.json:
+        print(json.dumps([{"name": p.name, "distribution": p.distribution, "version": p.version,
+                           "hooks": p.hooks, "exports": p.exports, "error": p.error} for p in infos], indent=2))  # fmt: skip
+        return 0
+    for p in infos:
+        head = f"{p.name} ({p.distribution or '?'} {p.version or '?'})"
+        if p.error:
+            print(f"{head}  FAILED TO LOAD: {p.error}")
+            continue
+        print(head)
+        if p.hooks:
+            print(f"  hooks:   {', '.join(p.hooks)}")
+        if p.exports:
+            print(f"  exports: {', '.join(p.exports)}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ parser
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runyard", description="Manage runyard experiments.")
+    p.add_argument("--home", help="runyard home (default: $RUNYARD_HOME or ~/.runyard)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, func: Any, help: str, *, exp: bool = True, task: bool | str = False
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        if exp:
+            sp.add_argument("experiment", help="experiment id (or title: the newest with it)")
+        if task is True:
+            sp.add_argument("task", help="task id")
+        elif task == "optional":
+            sp.add_argument("task", nargs="?", help="task id")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("list", cmd_list, "list experiments, newest first", exp=False)
+    sp.add_argument("--title", help="only experiments with this title")
+    sp.add_argument("--limit", type=int, default=None, help="at most this many")
+    sp.add_argument("--json", action="store_true", help="JSON output")
+    sp = add("status", cmd_status, "show an experiment's tasks and states")
+    sp.add_argument("--json", action="store_true", help="JSON output")
+    sp = add("logs", cmd_logs, "print a task's output (latest attempt)", task=True)
+    sp.add_argument("-f", "--follow", action="store_true", help="follow the task until it ends")
+    sp.add_argument(
+        "-t", "--timestamps", action="store_true", help="with --follow: prefix each line with its time"
+    )
+    sp.add_argument("--stream", choices=["stdout", "stderr", "both"], default="both")
+    sp = add("cancel", cmd_cancel, "cancel a task, or all with --all", task="optional")
+    sp.add_argument("--all", action="store_true", help="cancel every task that has not ended")
+    add("retry", cmd_retry, "run an ended task again, with what depends on it", task=True)
+    add("pause", cmd_pause, "suspend a running task or hold a pending one", task=True)
+    add("resume", cmd_resume, "continue a paused task", task=True)
+    sp = add("metadata", cmd_metadata, "show an experiment's metadata")
+    sp.add_argument("--json", action="store_true", help="JSON output")
+    sp = add("artifacts", cmd_artifacts, "show an experiment's artifacts")
+    sp.add_argument("--json", action="store_true", help="JSON output")
+    sp = add("snapshot", cmd_snapshot, "save a snapshot of an experiment as JSON")
+    sp.add_argument("-o", "--output", required=True, help="file to write")
+    sp = add("reproduce", cmd_reproduce, "create a new experiment from a snapshot file", exp=False)
+    sp.add_argument("snapshot", help="snapshot JSON file")
+    sp.add_argument("--run", action="store_true", help="also run it, attached")
+    sp.add_argument("--detach", action="store_true", help="also run it, detached")
+    sp = add("takeover", cmd_takeover, "drive a detached experiment whose supervisor died")
+    sp.add_argument(
+        "--attach", action="store_true", help="drive it from this process instead of a new supervisor"
+    )
+    sp = add("wait", cmd_wait, "wait until every task has ended; exit 0 if all succeeded")
+    sp.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    sp = add("plugins", cmd_plugins, "list installed plugins, their hooks and exports", exp=False)
+    sp.add_argument("--json", action="store_true", help="JSON output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RunyardError as exc:
+        print(f"runyard: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("runyard: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (OSError, TimeoutError) as exc:
+        print(f"runyard: error: {exc}", file=sys.stderr)
+        return 1

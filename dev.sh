@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# runyard's two set-up commands, for a fresh Debian machine that has only python3:
+#   ./dev.sh demo    install everything, then run examples/ml_pipeline.py on the local executor
+#   ./dev.sh test    install everything, then run ruff, mypy and the whole test suite
+# Extra arguments after `test` go to pytest (./dev.sh test -k detach -x).
+set -euo pipefail
+cd "$(dirname "$0")"
+export UV_PYTHON_DOWNLOADS=never UV_PYTHON=${UV_PYTHON:-python3}
+export PATH="$PWD/.tools/bin:$PATH"
+
+log() { printf '[dev.sh] %s\n' "$*" >&2; }
+
+bootstrap_uv() {
+  command -v uv >/dev/null 2>&1 && return
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    log "python3 has no pip: installing Debian's python3-pip"
+    [[ $(id -u) -eq 0 ]] || { log "run as root, or install python3-pip (or uv) first"; exit 1; }
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip python3-venv >/dev/null
+  fi
+  log "installing uv into .tools/ (from PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check --target .tools/uv uv \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages --target .tools/uv uv
+  mkdir -p .tools/bin
+  ln -sf "$PWD/.tools/uv/bin/uv" .tools/bin/uv
+}
+
+sync() {
+  bootstrap_uv
+  uv sync --frozen --quiet
+}
+
+case ${1:-} in
+  demo)
+    shift; sync
+    exec uv run --frozen python examples/ml_pipeline.py "$@"
+    ;;
+  test)
+    shift; sync
+    log "ruff"; uv run --frozen ruff check . && uv run --frozen ruff format --check --quiet .
+    log "mypy"; uv run --frozen mypy
+    log "pytest"; exec uv run --frozen pytest "$@"
+    ;;
+  *)
+    sed -n '2,5p' "$0"; exit 2
+    ;;
+esac

@@ -1,0 +1,61 @@
+"""Task targets used by the tests: importable by the task processes (tests/ is on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+def hello(name: str = "world") -> None:
+    print(f"hello {name}")
+
+
+def add(a: int, b: int = 2) -> int:
+    return a + b
+
+
+def fail(message: str = "boom") -> None:
+    print("about to fail")
+    raise RuntimeError(message)
+
+
+def exit_with(code: int) -> None:
+    sys.exit(code)
+
+
+def sleep_then_print(seconds: float = 1.0, message: str = "done") -> None:
+    time.sleep(seconds)
+    print(message)
+
+
+def write_file(path: str, text: str = "x") -> None:
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def print_env(*names: str) -> None:
+    for name in names:
+        print(f"{name}={os.environ.get(name)}")
+
+
+def count_runs(path: str, fail_until: int = 0) -> None:
+    """Append a line to ``path``; fail while the file has fewer than ``fail_until`` lines."""
+    with open(path, "a") as f:
+        f.write("run\n")
+    with open(path) as f:
+        runs = len(f.readlines())
+    if runs < fail_until:
+        raise RuntimeError(f"failing run {runs}")
+
+
+class Trainer:
+    """A class target: built, then called because it is callable."""
+
+    def __init__(self, model_size: str = "8b", learning_rate: float = 1e-3, precision: str = "32") -> None:
+        self.model_size = model_size
+        self.learning_rate = learning_rate
+        self.precision = precision
+
+    def __call__(self) -> None:
+        print(f"training {self.model_size} lr={self.learning_rate} precision={self.precision}")
