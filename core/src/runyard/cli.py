@@ -82,7 +82,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                        "dependencies": t.dependencies} for t in tasks],
         }, indent=2))  # fmt: skip
         return 0
-    print(f"{exp.experiment_id}: {exp.status()}" + ("" if exp.driver_alive() else "  (no live driver)"))
+    state = exp.status()
+    orphaned = not state.is_final and exp.store.experiment(exp.experiment_id).launched_at and not exp.driver_alive()
+    print(f"{exp.experiment_id}: {state}" + (f"  (no live driver: `runyard takeover {exp.experiment_id}`)" if orphaned else ""))
     rows = [["TASK", "STATUS", "ATTEMPTS", "EXIT", "JOB", "STARTED", "ENDED", "REASON"]]
     for t in tasks:
         rows.append([t.id, str(t.status), str(t.attempts), "" if t.exit_code is None else str(t.exit_code),

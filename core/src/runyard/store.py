@@ -550,15 +550,17 @@ def pid_alive(pid: int) -> bool:
     return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
 
 
-_stores: dict[str, Store] = {}
+_stores: dict[tuple[int, str], Store] = {}
 _stores_lock = threading.Lock()
 
 
 def open_store(home: str | None = None) -> Store:
-    """The process's shared Store for ``home`` (one connection per database per process)."""
+    """The process's shared Store for ``home`` (one connection per database per process;
+    a forked child opens its own, never reusing its parent's SQLite connection)."""
     path = os.path.abspath(os.path.expanduser(home)) if home else default_home()
+    key = (os.getpid(), path)
     with _stores_lock:
-        store = _stores.get(path)
+        store = _stores.get(key)
         if store is None:
-            store = _stores[path] = Store(path)
+            store = _stores[key] = Store(path)
         return store
