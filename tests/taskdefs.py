@@ -59,3 +59,14 @@ class Trainer:
 
     def __call__(self) -> None:
         print(f"training {self.model_size} lr={self.learning_rate} precision={self.precision}")
+
+
+def write_pid(path: str) -> None:
+    """Write the pid of the process running the task to ``path``."""
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+
+
+def print_executable() -> None:
+    """Print the interpreter running the task (``sys.executable``)."""
+    print(sys.executable)

@@ -52,11 +52,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     store = open_store(args.home)
     rows: list[dict[str, Any]] = []
-    for rec in store.experiments(limit=args.limit):
+    for rec in store.experiments(limit=None if args.title else args.limit):
         if args.title and rec.title != args.title:
             continue
+        if args.limit and len(rows) >= args.limit:  # --limit counts experiments with that title
+            break
         states = store.task_states(rec.id)
-        state = experiment_state(states) if states else "EMPTY"
+        state = experiment_state(states)
         rows.append({"id": rec.id, "title": rec.title, "status": str(state), "tasks": len(states),
                      "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created_at))})  # fmt: skip
     if args.json:
@@ -83,8 +85,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         }, indent=2))  # fmt: skip
         return 0
     state = exp.status()
-    orphaned = not state.is_final and exp.store.experiment(exp.experiment_id).launched_at and not exp.driver_alive()
-    print(f"{exp.experiment_id}: {state}" + (f"  (no live driver: `runyard takeover {exp.experiment_id}`)" if orphaned else ""))
+    orphaned = (
+        not state.is_final and exp.store.experiment(exp.experiment_id).launched_at and not exp.driver_alive()
+    )
+    print(
+        f"{exp.experiment_id}: {state}"
+        + (f"  (no live driver: `runyard takeover {exp.experiment_id}`)" if orphaned else "")
+    )
     rows = [["TASK", "STATUS", "ATTEMPTS", "EXIT", "JOB", "STARTED", "ENDED", "REASON"]]
     for t in tasks:
         rows.append([t.id, str(t.status), str(t.attempts), "" if t.exit_code is None else str(t.exit_code),
@@ -174,7 +181,10 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     exp = _experiment(args)
-    path = exp.create_snapshot().save(args.output)
+    try:
+        path = exp.create_snapshot().save(args.output)
+    except OSError as exc:
+        raise RunyardError(f"cannot write the snapshot to {args.output!r}: {exc}") from None
     print(path)
     return 0
 
@@ -193,6 +203,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_takeover(args: argparse.Namespace) -> int:
     exp = _experiment(args)
+    if all(t.status.is_final for t in exp.tasks):
+        print(f"{exp.experiment_id}: every task has ended ({exp.status()}); nothing to take over")
+        return 0
     state = exp.takeover(detach=not args.attach)
     if args.attach:
         return 0 if state == "SUCCEEDED" else 1

@@ -200,7 +200,10 @@ class Partial(_Buildable):
 
 def _check_script(instance: Script, attribute: attrs.Attribute[Any], value: Any) -> None:
     if (instance.path is None) == (instance.inline is None):
-        raise ConfigError("Script needs exactly one of path= or inline=, e.g. Script(inline='echo hi')")
+        raise ConfigError(
+            "Script needs exactly one of path= or inline=, e.g. Script(inline='echo hi');"
+            f" got path={instance.path!r}, inline={value!r}"
+        )
 
 
 @attrs.define(eq=True)

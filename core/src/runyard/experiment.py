@@ -291,7 +291,7 @@ class Experiment:
             )
         pm = plugin_manager()
         pm.executors.executor_class(executor.kind)  # a clear error if its plugin is missing
-        existing = {t.id for t in self._store.tasks(self._id)}
+        existing = set(self._store.task_ids(self._id))
         deps = self._check_dependencies(dependencies, existing)
         plugins = list(plugins or [])
         for p in plugins:
@@ -582,7 +582,15 @@ class Experiment:
                 return self.pause(task_id)  # it moved meanwhile: decide again
             return None
         if task.job_id is None:
-            raise TaskStateError(f"task {task_id!r} is being launched; pause it in a moment")
+            # a driver is launching it this moment (right after run(), retry(), resume()):
+            # wait for its job id rather than fail a call that makes sense
+            deadline = time.monotonic() + 30.0
+            while task.status is State.SUBMITTED and task.job_id is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+                task = self._task(task_id)
+            if task.status is not State.SUBMITTED or task.job_id is not None:
+                return self.pause(task_id)
+            raise TaskStateError(f"task {task_id!r} is still being launched; pause it in a moment")
         executor = self._executor_of(task)
         try:
             plugin_manager().backend(executor.kind).pause(job_ref(self._store, task, executor))
@@ -744,7 +752,12 @@ class Experiment:
         return out
 
     # used by reproduce(): tasks that are already encoded
-    def _add_encoded(self, rows: list[tuple[str, str, str, list[str], list[Any]]]) -> None:
+    def _add_encoded(
+        self, rows: list[tuple[str, str, str, list[str], list[Any]]], main_path: str | None = None
+    ) -> None:
+        if main_path:  # tasks defined in another script: their processes load it from there
+            self._store.set_main_path(self._id, main_path)
+            self._record_cache = None
         settings = self._meta().settings
         for task_id, task_json, _, _, _ in rows:
             self._write_task_file(task_id, task_json, settings)

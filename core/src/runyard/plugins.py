@@ -78,6 +78,7 @@ class _Registry:
     def __init__(self) -> None:
         self._items: dict[str, tuple[Any, str]] = {}
         self.current_plugin = "?"
+        self.hint = ""  # why a name may be missing (autoload off, plugins blocked)
 
     def _add(self, name: str, item: Any) -> None:
         if name in self._items:
@@ -93,7 +94,9 @@ class _Registry:
             return self._items[name][0]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "none"
-            raise ConfigError(f"no {self.what} named {name!r} is installed (installed: {known})") from None
+            raise ConfigError(
+                f"no {self.what} named {name!r} is installed (installed: {known}){self.hint}"
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -137,6 +140,7 @@ class Plugins:
         self.pm.register(builtin, name="runyard.builtin")
         if autoload is None:
             autoload = os.environ.get(DISABLE_ENV, "") in ("", "0")
+        self.autoload = autoload
         if autoload:
             self._load_entry_points()
 
@@ -201,9 +205,19 @@ class Plugins:
         with self._lock:
             if self._executors is None:
                 registry = ExecutorRegistry()
+                registry.hint = self._missing_hint()
                 self._each_impl(self.pm.hook.runyard_register_executors, registry)
                 self._executors = registry
             return self._executors
+
+    def _missing_hint(self) -> str:
+        if not self.autoload:
+            return (
+                f"; plugin autoload is off ({DISABLE_ENV} is set): unset it, or register the plugin"
+                " yourself (runyard.testing.registered_plugin)"
+            )
+        blocked = os.environ.get(BLOCK_ENV, "").strip()
+        return f"; {BLOCK_ENV}={blocked} blocks some plugins" if blocked else ""
 
     def backend(self, kind: str) -> Backend:
         """The backend for an executor kind, created once per process."""
@@ -291,11 +305,13 @@ def plugin_manager() -> Plugins:
 
 def reset_plugin_manager() -> None:
     """Forget the process-wide manager (tests, and after installing a plugin)."""
-    global _manager
+    global _manager, _exports
     with _manager_lock:
         if _manager is not None:
             _manager.close_backends()
         _manager = None
+        _exports = None  # a plugin installed since may export new names
+        _collisions.clear()
 
 
 # ------------------------------------------------------------------------------ exports
@@ -311,18 +327,39 @@ def exported_names() -> dict[str, metadata.EntryPoint]:
         for ep in metadata.entry_points(group=EXPORT_GROUP):
             if ep.dist is not None and ep.dist.name in blocked:
                 continue
+            other = found.get(ep.name)
+            if other is not None and other.value != ep.value:
+                _collisions[ep.name] = (other, ep)
             found.setdefault(ep.name, ep)
         _exports = found
     return _exports
 
 
+_collisions: dict[str, tuple[metadata.EntryPoint, metadata.EntryPoint]] = {}
+
+
+def _dist(ep: metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist else "?"
+
+
 def resolve_export(name: str) -> Any:
     """The object a plugin exports under ``name``; ImportError naming the package if absent."""
     ep = exported_names().get(name)
+    if name in _collisions:
+        a, b = _collisions[name]
+        raise PluginError(
+            f"run.{name} is exported by two plugins: {_dist(a)} ({a.value}) and {_dist(b)} ({b.value});"
+            f" uninstall one or block it with {BLOCK_ENV}"
+        )
     if ep is not None:
         return ep.load()
     if name in KNOWN_EXPORTS:
         dist = KNOWN_EXPORTS[name]
+        blocked = {b.strip() for b in os.environ.get(BLOCK_ENV, "").split(",") if b.strip()}
+        if dist in blocked:
+            raise PluginNotInstalledError(
+                f"run.{name} is provided by the {dist} plugin, which {BLOCK_ENV} blocks", name=name
+            )
         raise PluginNotInstalledError(
             f"run.{name} is provided by the {dist} plugin, which is not installed: pip install {dist}",
             name=name,

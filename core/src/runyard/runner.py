@@ -59,6 +59,9 @@ class Builder:
             return sys.modules[MAIN_MODULE]
         if not self.main_path:
             raise ImportError("the task's target lives in __main__ but no script path was recorded")
+        folder = os.path.dirname(os.path.abspath(self.main_path))
+        if folder not in sys.path:
+            sys.path.insert(0, folder)  # the script's own imports of its neighbours
         spec = importlib.util.spec_from_file_location(MAIN_MODULE, self.main_path)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot load {self.main_path}")

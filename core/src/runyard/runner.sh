@@ -3,10 +3,13 @@
 #   bash runner.sh TASK_DIR ATTEMPT PROGRAM [ARGS...]
 # Writes the same files as runner.py into TASK_DIR/attempt-ATTEMPT: stdout.log, stderr.log,
 # journal.log ("<unix time> <o|e> <text>" per line), heartbeat, and result.json last, atomically.
-# Needs bash >= 5 ($EPOCHREALTIME); no other program but mv and sleep.
+# Needs bash >= 5 ($EPOCHREALTIME); no other program but mv and sleep (and mkdir when the
+# attempt folder does not exist yet). Every fork and exec here is paid once per task: keep
+# them few (the local executor's 1000-task benchmark is mostly this script).
 a=$1/attempt-$2
 shift 2
-mkdir -p -- "$a" || exit 70
+[[ -d $a ]] || mkdir -p -- "$a" || exit 70
+shopt -s lastpipe  # a pipeline's last part runs in this shell, not in a forked one
 interval=${RUNYARD_HEARTBEAT_INTERVAL:-5}
 if [[ $interval != 0 ]]; then
   ( trap 'kill $! 2>/dev/null; exit 0' TERM
@@ -26,11 +29,11 @@ stamp() {  # stamp CODE: copy stdin to fd 5 (raw) and, timestamped, to fd 6 (jou
 }
 exec 6>>"$a/journal.log"
 start=$EPOCHREALTIME
-{ { "$@" 3>&- 6>&-; printf '%d' $? > "$a/.rc"; } 2>&1 1>&3 3>&- | stamp e 5>>"$a/stderr.log"; } 3>&1 | stamp o 5>>"$a/stdout.log"
+# stdout and stderr each through their stamp; the exit code comes back as the subshell's
+{ "$@" 2>&1 1>&3 3>&- 6>&- | stamp e 5>>"$a/stderr.log"; exit "${PIPESTATUS[0]}"; } 3>&1 | stamp o 5>>"$a/stdout.log"
+rc=${PIPESTATUS[0]}
 end=$EPOCHREALTIME
 exec 6>&-
-rc=127
-read -r rc < "$a/.rc"
 [[ -n ${hb:-} ]] && kill "$hb" 2>/dev/null
 error=null
 (( rc > 128 )) && error="\"killed by signal $((rc - 128))\""

@@ -12,7 +12,7 @@ import json
 import os
 import select
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from runyard import serialization
@@ -101,7 +101,13 @@ class Driver:
             states = [t.status for t in self.tasks.values()]
             if all(s in FINAL_STATES for s in states):
                 self.store.mark_ended(self.experiment_id, True)
-                return experiment_state(states)
+                self.release()
+                # a retry from another process may have landed just now: if so, drive on
+                states = self.store.task_states(self.experiment_id)
+                if all(s in FINAL_STATES for s in states) or not self.claim():
+                    return experiment_state(states)
+                self._refresh()
+                continue
             if not changed:  # something moved: look again at once (dependents may be ready)
                 self._sleep()
         return experiment_state([t.status for t in self.tasks.values()])
@@ -116,7 +122,7 @@ class Driver:
     # --- one turn of the loop ------------------------------------------------------------
     def _turn(self) -> list[TaskRecord]:
         now = time.time()
-        if now - self._last_heartbeat >= min(HEARTBEAT_INTERVAL, self._checkpoint_interval()):
+        if now - self._last_heartbeat >= self._heartbeat_every() - 0.01:
             self.store.driver_heartbeat(self.experiment_id, self.pid)
             self._last_heartbeat = now
         before = {k: (t.status, t.attempts, t.rev) for k, t in self.tasks.items()}
@@ -133,6 +139,9 @@ class Driver:
     def _checkpoint_interval(self) -> float:
         value = self._settings.get("checkpoint_interval")
         return float(value) if value else HEARTBEAT_INTERVAL
+
+    def _heartbeat_every(self) -> float:
+        return min(HEARTBEAT_INTERVAL, self._checkpoint_interval())
 
     def _refresh(self) -> None:
         for task in self.store.tasks(self.experiment_id, self._rev):
@@ -312,7 +321,9 @@ class Driver:
 
     # --- waiting ------------------------------------------------------------------------------
     def _sleep(self) -> None:
-        wait = HEARTBEAT_INTERVAL
+        # wake up when the next heartbeat is due, so the store is never older than the
+        # checkpoint interval (a backend's poll interval may be longer than it)
+        wait = max(0.01, self._last_heartbeat + self._heartbeat_every() - time.time())
         fds: list[int] = []
         live: dict[str, list[JobRef]] = {}
         pending = False
@@ -377,26 +388,31 @@ def job_spec(
 
 
 def cancel_task(store: Store, plugins: Plugins, task: TaskRecord, reason: str, executor: Executor) -> bool:
-    """Cancel one task from any process: end its job on the backend, record CANCELLED.
+    """Cancel one task from any process: record CANCELLED, then end its job on the backend.
 
-    Returns False if the task had ended already.
+    Recording first means a driver polling at the same moment cannot take the dying job for
+    a failure (and retry it). If the backend cannot end the job, the task's state is put
+    back and the error raised. Returns False if the task had ended already.
     """
     if task.status in FINAL_STATES:
         return False
-    if task.job_id is not None and task.status in LIVE_STATES:
-        plugins.backend(executor.kind).cancel(job_ref(store, task, executor))
-    return store.transition(
-        task.experiment_id, task.id, State.CANCELLED,
+    exp = task.experiment_id
+    previous = store.transition(
+        exp, task.id, State.CANCELLED,
         when=[State.PENDING, State.PAUSED, State.SUBMITTED, State.RUNNING],
         reason=reason, end_time=time.time(),
     )  # fmt: skip
-
-
-def wait_fn(predicate: Callable[[], bool], timeout: float | None, interval: float = 0.1) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` seconds passed."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not predicate():
-        if deadline is not None and time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
+    if previous is None:
+        return False
+    current = store.task(exp, task.id)
+    assert current is not None
+    if current.job_id is not None:
+        try:
+            plugins.backend(executor.kind).cancel(job_ref(store, current, executor))
+        except Exception as exc:
+            store.transition(
+                exp, task.id, previous, when=[State.CANCELLED],
+                reason=f"cancel failed: {exc}", end_time=None,
+            )  # fmt: skip
+            raise
     return True

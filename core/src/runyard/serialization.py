@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import pathlib
 import sys
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,35 @@ def decode(value: Any) -> Any:
     if tag == "ref":
         return resolve_target(value["target"])
     raise SerializationError(f"unknown tagged value {tag!r}")
+
+
+def targets(value: Any) -> list[str]:
+    """Every ``module:qualname`` an encoded task refers to."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            if v.get(TAG) in ("config", "partial", "ref"):
+                out.append(v["target"])
+            stack.extend(v.values())
+    return out
+
+
+def check_targets(value: Any, main_path: str | None) -> None:
+    """Raise SerializationError unless every target of an encoded task can be imported here
+    (targets of the launching script must find that script at ``main_path``)."""
+    for ref in targets(value):
+        if ref.startswith("__main__:"):
+            if not main_path or not os.path.isfile(main_path):
+                raise SerializationError(
+                    f"task target {ref!r} lives in the script that created the experiment"
+                    f" ({main_path or 'unknown'}), which is not there any more"
+                )
+        else:
+            resolve_target(ref)
 
 
 def dumps(value: Any) -> str:

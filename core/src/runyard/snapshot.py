@@ -98,13 +98,6 @@ class ExperimentSnapshot:
         """A new, not yet launched experiment with the same tasks, settings and metadata."""
         from runyard.experiment import Experiment
 
-        settings = self.settings
-        exp = Experiment(
-            self.title, description=self.description, tags=self.tags, metadata=self.metadata,
-            log_level=settings.get("log_level", "INFO"), max_retries=settings.get("max_retries", 0),
-            timeout=settings.get("timeout"), checkpoint_interval=settings.get("checkpoint_interval"),
-            base_dir=base_dir,
-        )  # fmt: skip
         rows = []
         missing = []
         for t in self.tasks:
@@ -125,7 +118,7 @@ class ExperimentSnapshot:
                         task["env"][name] = os.environ[name]
                     else:
                         missing.append(name)
-            serialization.decode(task)  # every target still imports
+            serialization.check_targets(task, self.environment.get("main_path"))
             rows.append((t["id"], serialization.dumps(task), serialization.dumps(executor),
                          list(t["dependencies"]), list(t.get("plugins", []))))  # fmt: skip
         if missing:
@@ -134,7 +127,14 @@ class ExperimentSnapshot:
                 + ", ".join(sorted(set(missing))),
                 stacklevel=2,
             )
-        exp._add_encoded(rows)
+        settings = self.settings  # every task checked above: nothing half-made on error
+        exp = Experiment(
+            self.title, description=self.description, tags=self.tags, metadata=self.metadata,
+            log_level=settings.get("log_level", "INFO"), max_retries=settings.get("max_retries", 0),
+            timeout=settings.get("timeout"), checkpoint_interval=settings.get("checkpoint_interval"),
+            base_dir=base_dir,
+        )  # fmt: skip
+        exp._add_encoded(rows, main_path=self.environment.get("main_path"))
         return exp
 
 
@@ -164,7 +164,7 @@ def create_snapshot(exp: Experiment) -> ExperimentSnapshot:
         metadata=exp.get_metadata(),
         settings={k: settings.get(k) for k in ("log_level", "max_retries", "timeout", "checkpoint_interval")},
         tasks=tasks,
-        environment=environment(settings.get("cwd") or os.getcwd()),
+        environment={**environment(settings.get("cwd") or os.getcwd()), "main_path": exp._meta().main_path},
         source_experiment_id=exp.experiment_id,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(),
     )

@@ -323,6 +323,10 @@ class Store:
                 (time.time() if ended else None, experiment_id),
             )
 
+    def set_main_path(self, experiment_id: str, main_path: str) -> None:
+        with self.write() as db:
+            db.execute("UPDATE experiments SET main_path = ? WHERE id = ?", (main_path, experiment_id))
+
     def set_driver(self, experiment_id: str, pid: int | None, kind: str | None) -> None:
         with self.write() as db:
             db.execute(
@@ -392,6 +396,11 @@ class Store:
         )
         return [_task(r) for r in rows]
 
+    def task_ids(self, experiment_id: str) -> list[str]:
+        """The ids of the experiment's tasks, in add order (no row decoding: cheap)."""
+        rows = self._read("SELECT id FROM tasks WHERE experiment_id = ? ORDER BY seq", (experiment_id,))
+        return [r[0] for r in rows]
+
     def task(self, experiment_id: str, task_id: str) -> TaskRecord | None:
         rows = self._read(
             f"SELECT {_TASK_COLUMNS} FROM tasks WHERE experiment_id = ? AND id = ?",
@@ -408,9 +417,10 @@ class Store:
         when: Sequence[State],
         attempt: int | None = None,
         **fields: Any,
-    ) -> bool:
+    ) -> State | None:
         """Set ``status = to`` (and ``fields``) if the task is in one of ``when`` (and at
-        ``attempt``, if given). Returns whether it changed. Writes a state event."""
+        ``attempt``, if given). Returns the state it was in (None: nothing changed).
+        Writes a state event."""
         with self.write() as db:
             return self._transition(db, experiment_id, task_id, to, when, attempt, fields)
 
@@ -423,13 +433,13 @@ class Store:
         when: Sequence[State],
         attempt: int | None,
         fields: dict[str, Any],
-    ) -> bool:
+    ) -> State | None:
         row = db.execute(
             "SELECT status, attempts FROM tasks WHERE experiment_id = ? AND id = ?",
             (experiment_id, task_id),
         ).fetchone()
         if row is None or row[0] not in when or (attempt is not None and row[1] != attempt):
-            return False
+            return None
         rev = self._event(
             db, experiment_id, task_id, "state",
             {"from": row[0], "to": to.value, "reason": fields.get("reason"),
@@ -447,7 +457,7 @@ class Store:
             f"UPDATE tasks SET {sets} WHERE experiment_id = ? AND id = ?",
             (*values.values(), experiment_id, task_id),
         )
-        return True
+        return State(row[0])
 
     def reset_tasks(self, experiment_id: str, task_ids: Sequence[str]) -> None:
         """Put finished tasks back to PENDING (retry), all in one transaction."""
