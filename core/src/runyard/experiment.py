@@ -157,7 +157,8 @@ class Experiment:
         _check_number(checkpoint_interval, "checkpoint_interval")
         meta = _check_metadata(metadata or {})
         main = sys.modules.get("__main__")
-        main_file = getattr(main, "__file__", None)
+        # a script run as `python file.py` (not `-m pkg`, whose targets import by module name)
+        main_file = getattr(main, "__file__", None) if getattr(main, "__spec__", None) is None else None
         settings = {
             "log_level": log_level,
             "max_retries": max_retries,
@@ -753,10 +754,13 @@ class Experiment:
 
     # used by reproduce(): tasks that are already encoded
     def _add_encoded(
-        self, rows: list[tuple[str, str, str, list[str], list[Any]]], main_path: str | None = None
+        self,
+        rows: list[tuple[str, str, str, list[str], list[Any]]],
+        main_path: str | None = None,
+        python_path: list[str] | None = None,
     ) -> None:
-        if main_path:  # tasks defined in another script: their processes load it from there
-            self._store.set_main_path(self._id, main_path)
+        if main_path or python_path:  # tasks from another script: import them as it did
+            self._store.set_paths(self._id, main_path, python_path)
             self._record_cache = None
         settings = self._meta().settings
         for task_id, task_json, _, _, _ in rows:

@@ -50,6 +50,10 @@ def target_ref(target: Any) -> str:
         )
     if module == "__main__":
         main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name and getattr(main, qualname.split(".")[0], None) is not None:
+            # started with `python -m pkg.mod`: the task process imports it by that name
+            return f"{spec.name}:{qualname}"
         if getattr(main, "__file__", None) is None:
             raise SerializationError(
                 f"cannot store {qualname} as a task target: it is defined in an interactive session "

@@ -134,7 +134,9 @@ class ExperimentSnapshot:
             timeout=settings.get("timeout"), checkpoint_interval=settings.get("checkpoint_interval"),
             base_dir=base_dir,
         )  # fmt: skip
-        exp._add_encoded(rows, main_path=self.environment.get("main_path"))
+        exp._add_encoded(
+            rows, main_path=self.environment.get("main_path"), python_path=self.environment.get("python_path")
+        )
         return exp
 
 
@@ -164,7 +166,11 @@ def create_snapshot(exp: Experiment) -> ExperimentSnapshot:
         metadata=exp.get_metadata(),
         settings={k: settings.get(k) for k in ("log_level", "max_retries", "timeout", "checkpoint_interval")},
         tasks=tasks,
-        environment={**environment(settings.get("cwd") or os.getcwd()), "main_path": exp._meta().main_path},
+        environment={
+            **environment(settings.get("cwd") or os.getcwd()),
+            "main_path": exp._meta().main_path,
+            "python_path": settings.get("python_path") or [],
+        },
         source_experiment_id=exp.experiment_id,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(),
     )

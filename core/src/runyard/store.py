@@ -323,9 +323,19 @@ class Store:
                 (time.time() if ended else None, experiment_id),
             )
 
-    def set_main_path(self, experiment_id: str, main_path: str) -> None:
+    def set_paths(self, experiment_id: str, main_path: str | None, python_path: list[str] | None) -> None:
+        """Where task processes import targets from (a reproduced experiment keeps the original's)."""
         with self.write() as db:
-            db.execute("UPDATE experiments SET main_path = ? WHERE id = ?", (main_path, experiment_id))
+            (settings,) = db.execute(
+                "SELECT settings FROM experiments WHERE id = ?", (experiment_id,)
+            ).fetchone()
+            settings = json.loads(settings)
+            if python_path is not None:
+                settings["python_path"] = python_path
+            db.execute(
+                "UPDATE experiments SET main_path = ?, settings = ? WHERE id = ?",
+                (main_path, json.dumps(settings), experiment_id),
+            )
 
     def set_driver(self, experiment_id: str, pid: int | None, kind: str | None) -> None:
         with self.write() as db:
