@@ -3,6 +3,9 @@
 #   ./dev.sh demo    install everything, then run examples/ml_pipeline.py on the local executor
 #   ./dev.sh test    install everything, then run ruff, mypy and the whole test suite
 # Extra arguments after `test` go to pytest (./dev.sh test -k detach -x).
+# `test` first starts the services the tests use (sshd, Slurm, Docker; see docs/testing.md):
+#   ./dev.sh services         start them only (idempotent); facts in /tmp/runyard-infra/env.sh
+#   ./dev.sh services-stop    stop them (--purge also deletes their state dir)
 set -euo pipefail
 cd "$(dirname "$0")"
 export UV_PYTHON_DOWNLOADS=never UV_PYTHON=${UV_PYTHON:-python3}
@@ -34,13 +37,23 @@ case ${1:-} in
     shift; sync
     exec uv run --frozen python examples/ml_pipeline.py "$@"
     ;;
+  services)
+    exec bash infra/start-services.sh
+    ;;
+  services-stop)
+    shift; exec bash infra/stop-services.sh "$@"
+    ;;
   test)
     shift; sync
+    log "services: sshd, Slurm, Docker (docs/testing.md)"
+    bash infra/start-services.sh || { log "the test services did not start (see above)"; exit 1; }
+    # shellcheck source=/dev/null
+    source "${RUNYARD_INFRA_DIR:-/tmp/runyard-infra}/env.sh"
     log "ruff"; uv run --frozen ruff check . && uv run --frozen ruff format --check --quiet .
     log "mypy"; uv run --frozen mypy
     log "pytest"; exec uv run --frozen pytest "$@"
     ;;
   *)
-    sed -n '2,5p' "$0"; exit 2
+    sed -n '2,8p' "$0"; exit 2
     ;;
 esac

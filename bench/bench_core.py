@@ -418,7 +418,6 @@ class Bench:
 
     def run(self) -> None:
         self.warm_up()
-        self.check_import()
         for i in range(self.repeat):
             self.simple(self.baseline, ["-c", "pass"], False, i)
             self.simple(self.imp, ["-c", "import runyard"], False, i)
@@ -427,13 +426,15 @@ class Bench:
             self.simple(self.par100, ["-c", RUN, "100", "parallel"], True, i)
             self.large(i)
             self.detached(i)
+        self.check_import()  # after the timed runs: a failed check must not stop them
         base = self.baseline.median or 0.0
         for total, per_task in ((self.big, self.big_per_task), (self.det, self.det_per_task)):
             if total.error or not total.values:
                 per_task.fail(WorkloadError(total.error or "no run"))
                 continue
             per_task.values = [(v - base) / self.big_n * 1000 for v in total.values]
-            per_task.note = f"cpu {total.cpu_median / self.big_n * 1000:.2f} ms per task" if total.cpu else ""
+            cpu = statistics.median(total.cpu) / self.big_n * 1000 if total.cpu else None
+            per_task.note = f"cpu {cpu:.2f} ms per task" if cpu is not None else ""
         d = self.detached_detail
         if d["vmhwm_mb"]:
             maxrss = [m for m in d["ru_maxrss_mb"] if m is not None]

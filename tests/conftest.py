@@ -1,10 +1,18 @@
 """Shared test set-up: every test gets its own runyard home, and task processes can import
-the task functions in tests/taskdefs.py."""
+the task functions in tests/taskdefs.py. The session fixtures ssh_server, slurm_cluster and
+docker_engine describe the real services infra/start-services.sh starts (docs/testing.md)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+import re
+import shlex
+import socket
+import subprocess
 import sys
+from typing import NoReturn
 
 import pytest
 
@@ -21,3 +29,179 @@ os.environ.setdefault("RUNYARD_PLAIN", "1")
 def _fresh_home(runyard_home: str) -> str:
     """Every test gets an empty runyard home (RUNYARD_HOME)."""
     return runyard_home
+
+
+# ---------------------------------------------------------------------------------------------
+# The real services of infra/start-services.sh. Their facts come from the environment (dev.sh
+# sources $RUNYARD_INFRA_DIR/env.sh), else from that env.sh file. A service whose facts are
+# missing, or that does not answer, skips its tests, or fails them when CI is set.
+
+START_HINT = "start the test services with `./dev.sh services` (as root), then run pytest again"
+
+
+@dataclasses.dataclass(frozen=True)
+class SshServer:
+    """The test sshd: key-only login with strict host-key checking against known_hosts."""
+
+    host: str
+    port: int
+    user: str
+    key: str
+    known_hosts: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmCluster:
+    """The one-node test cluster, driven over SSH (host ... known_hosts) like a login node."""
+
+    host: str
+    port: int
+    user: str
+    key: str
+    known_hosts: str
+    job_dir: str
+    partitions: tuple[str, ...]
+    default_partition: str
+    gpu_partition: str
+    gpus: int
+    slurm_conf: str
+
+    @property
+    def ssh(self) -> SshServer:
+        return SshServer(self.host, self.port, self.user, self.key, self.known_hosts)
+
+
+@dataclasses.dataclass(frozen=True)
+class DockerEngine:
+    """The Docker engine and the locally built Python test image (bash and python3 inside)."""
+
+    docker_host: str
+    image: str
+
+
+@functools.cache
+def _infra_env_file() -> dict[str, str]:
+    """The facts in env.sh (lines `export NAME=value`, values shell-quoted)."""
+    path = os.path.join(os.environ.get("RUNYARD_INFRA_DIR", "/tmp/runyard-infra"), "env.sh")
+    facts: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return facts
+    for line in lines:
+        m = re.fullmatch(r"export ([A-Za-z_][A-Za-z0-9_]*)=(.*)", line)
+        if m:
+            words = shlex.split(m.group(2))
+            facts[m.group(1)] = words[0] if words else ""
+    return facts
+
+
+def _unavailable(service: str, reason: str) -> NoReturn:
+    message = f"{service} is not available: {reason}; {START_HINT}"
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _facts(service: str, *names: str) -> dict[str, str]:
+    """The named facts, from the environment or env.sh (which then also fills the environment,
+    as sourcing it would: sbatch needs SLURM_CONF, docker.from_env() DOCKER_HOST)."""
+    file = _infra_env_file()
+    missing = [n for n in names if not (os.environ.get(n) or file.get(n))]
+    if missing:
+        _unavailable(service, "no " + ", ".join(missing) + " in the environment or in env.sh")
+    for name in names:
+        os.environ.setdefault(name, file.get(name, ""))
+    return {n: os.environ[n] for n in names}
+
+
+def _answers(argv: list[str], env: dict[str, str], expect: str = "") -> str | None:
+    """None if the command succeeds (and prints `expect`), else why not."""
+    try:
+        done = subprocess.run(
+            argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=15, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"`{shlex.join(argv)}` failed: {e}"
+    if done.returncode != 0 or expect not in done.stdout:
+        said = " ".join((done.stderr + " " + done.stdout).split())
+        return f"`{shlex.join(argv)}` said: {said[:300]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def ssh_server() -> SshServer:
+    """The test sshd on 127.0.0.1 (RUNYARD_TEST_SSH_*)."""
+    f = _facts(
+        "the test sshd",
+        *(f"RUNYARD_TEST_SSH_{n}" for n in ("HOST", "PORT", "USER", "KEY", "KNOWN_HOSTS")),
+    )
+    server = SshServer(
+        host=f["RUNYARD_TEST_SSH_HOST"],
+        port=int(f["RUNYARD_TEST_SSH_PORT"]),
+        user=f["RUNYARD_TEST_SSH_USER"],
+        key=f["RUNYARD_TEST_SSH_KEY"],
+        known_hosts=f["RUNYARD_TEST_SSH_KNOWN_HOSTS"],
+    )
+    for path in (server.key, server.known_hosts):
+        if not os.path.isfile(path):
+            _unavailable("the test sshd", f"{path} does not exist")
+    try:
+        socket.create_connection((server.host, server.port), timeout=5).close()
+    except OSError as e:
+        _unavailable("the test sshd", f"nothing answers on {server.host}:{server.port} ({e})")
+    return server
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(ssh_server: SshServer) -> SlurmCluster:
+    """The test Slurm cluster, reached over ssh_server (SLURM_CONF, RUNYARD_TEST_SLURM_*)."""
+    f = _facts(
+        "the test Slurm cluster",
+        "SLURM_CONF",
+        "RUNYARD_TEST_SLURM_PARTITIONS",
+        "RUNYARD_TEST_SLURM_DEFAULT_PARTITION",
+        "RUNYARD_TEST_SLURM_GPU_PARTITION",
+        "RUNYARD_TEST_SLURM_GPUS",
+        "RUNYARD_TEST_SLURM_JOB_DIR",
+    )
+    if not os.path.isfile(f["SLURM_CONF"]):
+        _unavailable("the test Slurm cluster", f"{f['SLURM_CONF']} (SLURM_CONF) does not exist")
+    why = _answers(["scontrol", "ping"], {"SLURM_CONF": f["SLURM_CONF"]}, expect="is UP")
+    if why:
+        _unavailable("the test Slurm cluster", why)
+    if not os.path.isdir(f["RUNYARD_TEST_SLURM_JOB_DIR"]):
+        _unavailable("the test Slurm cluster", f"{f['RUNYARD_TEST_SLURM_JOB_DIR']} does not exist")
+    return SlurmCluster(
+        **dataclasses.asdict(ssh_server),
+        job_dir=f["RUNYARD_TEST_SLURM_JOB_DIR"],
+        partitions=tuple(f["RUNYARD_TEST_SLURM_PARTITIONS"].split(",")),
+        default_partition=f["RUNYARD_TEST_SLURM_DEFAULT_PARTITION"],
+        gpu_partition=f["RUNYARD_TEST_SLURM_GPU_PARTITION"],
+        gpus=int(f["RUNYARD_TEST_SLURM_GPUS"]),
+        slurm_conf=f["SLURM_CONF"],
+    )
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> DockerEngine:
+    """The Docker engine (DOCKER_HOST) with the test image (RUNYARD_TEST_DOCKER_IMAGE)."""
+    f = _facts("the Docker engine", "DOCKER_HOST", "RUNYARD_TEST_DOCKER_IMAGE")
+    engine = DockerEngine(docker_host=f["DOCKER_HOST"], image=f["RUNYARD_TEST_DOCKER_IMAGE"])
+    env = {"DOCKER_HOST": engine.docker_host}
+    why = _answers(["docker", "info"], env) or _answers(["docker", "image", "inspect", engine.image], env)
+    if why:
+        _unavailable("the Docker engine", why)
+    return engine
+
+
+_SERVICE_MARKERS = {"ssh_server": "ssh", "slurm_cluster": "slurm", "docker_engine": "docker"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use a service fixture carry its marker: -m "not slurm and not docker"."""
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in _SERVICE_MARKERS:
+                item.add_marker(_SERVICE_MARKERS[fixture])

@@ -70,3 +70,21 @@ def write_pid(path: str) -> None:
 def print_executable() -> None:
     """Print the interpreter running the task (``sys.executable``)."""
     print(sys.executable)
+
+
+def report_precision(precision: str = "32", env_names: list[str] | None = None) -> None:
+    """A function target that takes ``precision``: prints it and the named variables."""
+    print(f"precision={precision}")
+    for name in env_names or []:
+        print(f"{name}={os.environ.get(name)}")
+
+
+def run_recipe(trainer: object, name: str = "recipe", callbacks: object = None) -> object:
+    """A recipe target that takes no ``precision`` itself: running it runs its built trainer."""
+    print(f"recipe {name}")
+    return trainer
+
+
+def takes_kwargs(**options: object) -> None:
+    """A target with only ``**options``: it names no ``precision`` parameter."""
+    print(sorted(options))

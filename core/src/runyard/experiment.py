@@ -186,6 +186,8 @@ class Experiment:
         self._store = store
         self._id = experiment_id
         self._record_cache: ExperimentRecord | None = None
+        self._ids_cache: set[str] | None = None  # see _known_ids
+        self._suffix_hints: dict[str, int] = {}  # see _unique
 
     # --- identity ---------------------------------------------------------------------------
     @classmethod
@@ -194,6 +196,8 @@ class Experiment:
         self._store = store
         self._id = record.id
         self._record_cache = record
+        self._ids_cache = None
+        self._suffix_hints = {}
         return self
 
     @classmethod
@@ -292,7 +296,7 @@ class Experiment:
             )
         pm = plugin_manager()
         pm.executors.executor_class(executor.kind)  # a clear error if its plugin is missing
-        existing = set(self._store.task_ids(self._id))
+        existing = self._known_ids()
         deps = self._check_dependencies(dependencies, existing)
         plugins = list(plugins or [])
         for p in plugins:
@@ -327,7 +331,17 @@ class Experiment:
         for task_id, task_json, _, _, _ in rows:
             self._write_task_file(task_id, task_json, settings)
         self._store.add_task(self._id, rows)
+        existing.update(ids)  # the cache stays whole without reading every id again
         return ids if group else ids[0]
+
+    def _known_ids(self) -> set[str]:
+        """The experiment's task ids, cached: read again only when the store has more tasks
+        than the cache knows (another process, or reproduce(), added some). Without the
+        cache every add() would read every id, and adding n tasks would take O(n²)."""
+        cache = self._ids_cache
+        if cache is None or len(cache) != self._store.task_count(self._id):
+            cache = self._ids_cache = set(self._store.task_ids(self._id))
+        return cache
 
     def _check_dependencies(self, dependencies: Any, existing: set[str]) -> list[str]:
         if dependencies is None:
@@ -354,13 +368,16 @@ class Experiment:
             return naming.slug(os.path.basename(task.path)) if task.path else "script"
         return naming.slug(target_name(task._target).split(".")[-1])
 
-    @staticmethod
-    def _unique(name: str, taken: set[str]) -> str:
+    def _unique(self, name: str, taken: set[str]) -> str:
+        """``name``, or ``name-<n>`` with the smallest free n."""
         if name not in taken:
             return name
-        n = 1
+        # ids are only ever added, so every suffix below the one found last time is still
+        # taken: start there (else n tasks of one default name cost O(n²))
+        n = self._suffix_hints.get(name, 1)
         while f"{name}-{n}" in taken:
             n += 1
+        self._suffix_hints[name] = n
         return f"{name}-{n}"
 
     def _write_task_file(self, task_id: str, task_json: str, settings: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 from runyard.executor import JobStatus
+from runyard.packaging import CodePackage
 from runyard.states import State
 
 RESULT = "result.json"
@@ -80,3 +81,29 @@ def status_of_ended_job(result: dict[str, Any] | None, backend_reason: str | Non
         state=State.FAILED,
         reason=backend_reason or "lost: the job ended without writing a result (killed?)",
     )
+
+
+def relocated_task_json(task_dir: str, package: CodePackage | None, remote_code_root: str | None) -> bytes:
+    """The task's ``task.json`` for a job that runs elsewhere, with the script and import
+    paths moved into the shipped code (paths outside the code are kept as they are)."""
+    with open(os.path.join(task_dir, TASK), "rb") as f:
+        spec = json.load(f)
+    if package is not None and remote_code_root:
+        root = remote_code_root
+        spec["python_path"] = [package.relocate(p, root) for p in spec.get("python_path") or []]
+        if root not in spec["python_path"]:
+            spec["python_path"].append(root)
+        if spec.get("main_path"):
+            spec["main_path"] = package.relocate(spec["main_path"], root)
+    return json.dumps(spec).encode()
+
+
+def heartbeat_is_stale(heartbeat_mtime: float | None, now: float, interval: float = 5.0) -> bool:
+    """A runner that has not touched its heartbeat for 3 intervals (and 30 s) is taken for lost.
+
+    Used by backends that cannot see the process (a batch scheduler that forgot the job): a
+    stale heartbeat and no result means the job was lost.
+    """
+    if heartbeat_mtime is None:
+        return False
+    return now - heartbeat_mtime > max(3 * interval, 30.0)

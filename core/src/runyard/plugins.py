@@ -194,10 +194,13 @@ class Plugins:
         self._backends = {}
 
     def _each_impl(self, hook: pluggy.HookCaller, registry: _Registry) -> None:
-        # One implementation at a time, so the registry knows whom to name on a conflict.
-        for impl in reversed(hook.get_hookimpls()):
+        # One implementation at a time, so the registry knows whom to name on a conflict;
+        # each through a pluggy subset caller, so that hook monitoring and tracing see it.
+        impls = hook.get_hookimpls()
+        for impl in reversed(impls):
             registry.current_plugin = impl.plugin_name
-            impl.function(registry=registry)
+            others = [other.plugin for other in impls if other is not impl]
+            self.pm.subset_hook_caller(hook.name, others)(registry=registry)
 
     # --- executors -----------------------------------------------------------------------
     @property

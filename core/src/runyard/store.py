@@ -411,6 +411,10 @@ class Store:
         rows = self._read("SELECT id FROM tasks WHERE experiment_id = ? ORDER BY seq", (experiment_id,))
         return [r[0] for r in rows]
 
+    def task_count(self, experiment_id: str) -> int:
+        """How many tasks the experiment has (tasks are never removed: it only grows)."""
+        return int(self._read("SELECT COUNT(*) FROM tasks WHERE experiment_id = ?", (experiment_id,))[0][0])
+
     def task(self, experiment_id: str, task_id: str) -> TaskRecord | None:
         rows = self._read(
             f"SELECT {_TASK_COLUMNS} FROM tasks WHERE experiment_id = ? AND id = ?",

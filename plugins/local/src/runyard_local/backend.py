@@ -58,6 +58,7 @@ class LocalBackend(Backend):
             argv = ["bash", self._runner_sh, job.task_dir, str(job.attempt), *job.argv]
         else:
             argv = [executor.python or sys.executable, self._runner_py, job.task_dir, str(job.attempt)]
+        argv = self.command(job, argv)
         cwd = job.cwd if job.cwd and os.path.isdir(job.cwd) else None
         try:
             with open(os.path.join(job.attempt_dir, "runner.log"), "ab") as log:
@@ -75,6 +76,16 @@ class LocalBackend(Backend):
             handle={"pid": proc.pid, "starttime": stat[1] if stat else None, "host": self._host},
             state=State.RUNNING,
         )
+
+    def command(self, job: JobSpec, argv: list[str]) -> list[str]:
+        """The command line that starts one attempt; ``argv`` runs the in-job runner.
+
+        The extension point for backends that run tasks through a wrapper: a subclass
+        returns ``["nice", "-n", "10", *argv]``, say. The wrapper must ``exec`` the command
+        it is given (``nice``, ``taskset``, ``chrt``, ``env`` do), so that the process
+        started stays the runner: its pid is the job id, its process group the task's.
+        """
+        return argv
 
     # --- status ---------------------------------------------------------------------------------
     def _alive(self, job: JobRef) -> str | None:

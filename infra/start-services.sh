@@ -1,0 +1,591 @@
+#!/usr/bin/env bash
+# start-services.sh - start the REAL services runyard's tests use, on a Debian bookworm machine (as root):
+#   ssh     sshd on 127.0.0.1:2222, key-only, its own config and host key, a generated known_hosts
+#   slurm   a one-node Slurm 22.05 cluster: munged, mariadbd + slurmdbd (so sacct works), slurmctld, slurmd;
+#           partitions cpu (default) and gpu (2 fake GPUs as GRES); every daemon on 127.0.0.1
+#   docker  the running Docker engine, or a dockerd started here; a Python image built locally (no registry)
+# Idempotent: installs only missing packages, starts only what is not running, rewrites a config only when
+# its content changes (and then restarts that daemon).  On success it writes shell-sourceable facts to
+# $STATE/env.sh; on failure it exits non-zero with a message and removes env.sh.
+# Stop with infra/stop-services.sh (it stops only daemons whose PID files live in the state dir).
+#
+# Settings (environment, all optional):
+#   RUNYARD_INFRA_DIR         /tmp/runyard-infra    state dir: configs, keys, logs, PID files, Slurm state, DB
+#   RUNYARD_INFRA_COMPONENTS  "ssh slurm docker"    what to start; an empty string starts nothing
+#   RUNYARD_INFRA_SSH_PORT    2222
+#   RUNYARD_INFRA_SLURMCTLD_PORT / _SLURMD_PORT / _SLURMDBD_PORT / _MYSQL_PORT    6817 / 6818 / 6819 / 3307
+#   RUNYARD_INFRA_DOCKER_IMAGE  runyard-test/python:3.11
+#   RUNYARD_INFRA_VERIFY      1                     end with smoke tests (sbatch over ssh; docker run)
+#   RUNYARD_INFRA_DEBIAN_MIRROR  first URIs: of /etc/apt/sources.list.d/debian.sources, else deb.debian.org
+set -Eeuo pipefail
+umask 022
+cd /   # daemons inherit the cwd: never pin a checkout or a temp dir
+
+S=${RUNYARD_INFRA_DIR:-/tmp/runyard-infra}
+COMPONENTS=${RUNYARD_INFRA_COMPONENTS-ssh slurm docker}
+SSH_HOST=127.0.0.1
+SSH_PORT=${RUNYARD_INFRA_SSH_PORT:-2222}
+SSH_USER=root
+SLURM_CLUSTER=runyard-test
+SLURM_NODE=localnode
+FAKE_GPUS=2
+SLURMCTLD_PORT=${RUNYARD_INFRA_SLURMCTLD_PORT:-6817}
+SLURMD_PORT=${RUNYARD_INFRA_SLURMD_PORT:-6818}
+SLURMDBD_PORT=${RUNYARD_INFRA_SLURMDBD_PORT:-6819}
+MYSQL_PORT=${RUNYARD_INFRA_MYSQL_PORT:-3307}
+DOCKER_SOCK=/var/run/docker.sock
+DOCKER_IMAGE=${RUNYARD_INFRA_DOCKER_IMAGE:-runyard-test/python:3.11}
+VERIFY=${RUNYARD_INFRA_VERIFY:-1}
+DEBIAN_MIRROR=${RUNYARD_INFRA_DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l
+export DOCKER_HOST="unix://$DOCKER_SOCK"
+export SLURM_CONF="$S/slurm/slurm.conf"
+unset SLURM_JOB_ID SLURM_JOBID   # never let an enclosing allocation leak into the commands below
+
+# ------------------------------------------------------------------------------------------------- helpers
+log()  { printf '[services %s] %s\n' "$(date +%T)" "$*"; }
+warn() { printf '[services %s] WARNING: %s\n' "$(date +%T)" "$*" >&2; }
+die()  { printf '[services %s] ERROR: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
+trap 'printf "[services] ERROR: command failed (exit %s) at line %s: %s\n" "$?" "$LINENO" "$BASH_COMMAND" >&2' ERR
+has() { [[ " $COMPONENTS " == *" $1 "* ]]; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+TIMINGS=()
+timing() { TIMINGS+=("$(printf '  %-8s %6s s  %s' "$1" "$(elapsed "$2")" "${3:-}")"); }
+
+# pid_alive PIDFILE EXE_BASENAME: the PID file's process exists, is no zombie, and runs that executable
+# (a PID file from an earlier boot may name a reused PID)
+pid_alive() {
+  local pid exe
+  [[ -s $1 ]] || return 1
+  pid=$(tr -dc '0-9' 2>/dev/null <"$1"); [[ -n $pid && -d /proc/$pid ]] || return 1
+  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  [[ $(basename "${exe% (deleted)}") == "$2"* ]]
+}
+pid_of() { tr -dc '0-9' 2>/dev/null <"$1"; }
+
+# wait_for TIMEOUT_S WHAT LOGFILE CMD... : poll CMD until it succeeds, else show the log and fail
+wait_for() {
+  local timeout=$1 what=$2 logf=$3; shift 3
+  local deadline=$(( $(date +%s) + timeout ))
+  until "$@" >/dev/null 2>&1; do
+    if (( $(date +%s) >= deadline )); then
+      [[ -f $logf ]] && { echo "---- last lines of $logf ----" >&2; tail -n 25 "$logf" >&2; }
+      die "$what is not ready after ${timeout}s (log: $logf)"
+    fi
+    sleep 0.2
+  done
+}
+
+require_free_port() {  # PORT WHAT
+  if [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; then
+    die "port $1 (for $2) is held by a process this script did not start: $(ss -Hltnp "sport = :$1" | tr -s ' '). Stop it, or pick another port (see the settings at the top of $0)"
+  fi
+}
+
+# start_bg LOGFILE CMD... : start a foreground daemon detached from this shell (own session, no tty).
+# 9>&- : the daemon must not inherit the lock fd, or the next run would wait for the lock forever.
+start_bg() {
+  local logf=$1; shift
+  setsid "$@" </dev/null >>"$logf" 2>&1 9>&- &
+}
+
+stop_pidfile() {  # PIDFILE EXE : stop one of our daemons (before a restart for a changed config)
+  local i
+  pid_alive "$1" "$2" || { rm -f "$1"; return 0; }
+  kill -TERM "$(pid_of "$1")" 2>/dev/null || true
+  for i in $(seq 1 100); do pid_alive "$1" "$2" || break; sleep 0.1; done
+  if pid_alive "$1" "$2"; then kill -KILL "$(pid_of "$1")" 2>/dev/null || true; sleep 0.3; fi
+  rm -f "$1"
+}
+
+# install_file DEST MODE < content : (re)write DEST only when the content differs; status 0 = it changed
+install_file() {
+  local dst=$1 mode=$2 tmp
+  tmp=$(mktemp "$dst.XXXXXX")
+  cat >"$tmp"; chmod "$mode" "$tmp"
+  if [[ -f $dst ]] && cmp -s "$tmp" "$dst"; then rm -f "$tmp"; return 1; fi
+  mv -f "$tmp" "$dst"
+}
+
+# ----------------------------------------------------------------------------------------------------- apt
+POLICY_RC_CREATED=0
+cleanup_policy_rc() { if (( POLICY_RC_CREATED )); then rm -f /usr/sbin/policy-rc.d; POLICY_RC_CREATED=0; fi; }
+on_exit() {
+  local rc=$?
+  cleanup_policy_rc
+  if (( rc != 0 )); then rm -f "$S/env.sh"; echo "[services] FAILED (exit $rc); no env.sh written" >&2; fi
+}
+trap on_exit EXIT
+
+apt_install() {  # PKG... : install the missing ones, without recommends, without starting any service
+  local missing=() p t0 need_update=0 installed
+  installed=" $(dpkg-query -W -f='${Package}:${Status} ' "$@" 2>/dev/null | sed 's/:install ok installed / /g') "
+  for p in "$@"; do [[ $installed == *" $p "* ]] || missing+=("$p"); done
+  (( ${#missing[@]} )) || return 0
+  t0=$(now)
+  # Postinst scripts would start system daemons (sshd on 0.0.0.0:22, munge, mariadb) unless policy-rc.d says no.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; POLICY_RC_CREATED=1
+  fi
+  [[ -n $(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -print -quit 2>/dev/null) ]] || need_update=1
+  for p in "${missing[@]}"; do
+    [[ $(apt-cache policy "$p" 2>/dev/null) == *"Candidate: "[0-9]* ]] || need_update=1
+  done
+  local opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
+  if (( need_update )); then
+    log "apt-get update"
+    apt-get -q -o DPkg::Lock::Timeout=300 update >>"$S/logs/apt.log" 2>&1 || die "apt-get update failed, see $S/logs/apt.log"
+  fi
+  log "apt-get install ${missing[*]}"
+  if ! apt-get install "${opts[@]}" "${missing[@]}" >>"$S/logs/apt.log" 2>&1; then
+    log "install failed; refreshing the package lists and retrying once"
+    apt-get -q -o DPkg::Lock::Timeout=300 update >>"$S/logs/apt.log" 2>&1 || true
+    apt-get install "${opts[@]}" "${missing[@]}" >>"$S/logs/apt.log" 2>&1 \
+      || { tail -n 20 "$S/logs/apt.log" >&2; die "apt-get install ${missing[*]} failed, see $S/logs/apt.log"; }
+  fi
+  cleanup_policy_rc
+  log "installed ${missing[*]} in $(elapsed "$t0") s"
+}
+
+# ------------------------------------------------------------------------------------------------ preflight
+for c in $COMPONENTS; do
+  [[ $c == ssh || $c == slurm || $c == docker ]] || die "unknown component '$c' in RUNYARD_INFRA_COMPONENTS (known: ssh slurm docker)"
+done
+[[ $S == /* ]] || die "RUNYARD_INFRA_DIR must be an absolute path (got '$S')"
+if [[ -n ${COMPONENTS// /} ]]; then
+  [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages and starts daemons); to run the tests without these services: RUNYARD_INFRA_COMPONENTS= ./dev.sh test"
+fi
+mkdir -p "$S/logs"
+[[ -e $S/.runyard-infra ]] || echo "state dir of runyard's infra/start-services.sh; delete it only after stop-services.sh" >"$S/.runyard-infra"
+exec 9>"$S/.lock"
+flock -w 600 9 || die "another start-services.sh holds $S/.lock"
+T_ALL=$(now)
+HOST_SHORT=$(hostname -s)
+log "state dir $S; components: ${COMPONENTS:-none}"
+[[ -n ${COMPONENTS// /} ]] && apt_install iproute2   # ss; part of most base images
+
+# ============================================================================================== 1. sshd
+start_ssh() {
+  local t0 d=$S/ssh changed=0 use_pam=no note="already running"
+  t0=$(now)
+  apt_install openssh-server openssh-client
+  mkdir -p "$d" /run/sshd; chmod 700 "$d"; chmod 755 /run/sshd   # /run/sshd: privilege separation dir
+  [[ -f $d/ssh_host_ed25519_key ]] || ssh-keygen -q -t ed25519 -N '' -C runyard-test-host -f "$d/ssh_host_ed25519_key"
+  [[ -f $d/client_key ]] || ssh-keygen -q -t ed25519 -N '' -C runyard-test-client -f "$d/client_key"
+  install_file "$d/authorized_keys" 600 <"$d/client_key.pub" || true
+  printf '[%s]:%s %s\n' "$SSH_HOST" "$SSH_PORT" "$(cut -d' ' -f1,2 "$d/ssh_host_ed25519_key.pub")" \
+    | install_file "$d/known_hosts" 644 || true
+  # With UsePAM no, OpenSSH refuses accounts whose password field starts with '!' (locked); PAM does not.
+  [[ $(getent shadow "$SSH_USER" | cut -d: -f2) == '!'* ]] && use_pam=yes
+  # StrictModes no: the keys live under /tmp (mode 1777), which StrictModes rejects.
+  # SetEnv SLURM_CONF: remote sbatch/squeue/sacct find this cluster without /etc/slurm/slurm.conf.
+  if install_file "$d/sshd_config" 600 <<EOF
+# generated by runyard infra/start-services.sh
+Port $SSH_PORT
+ListenAddress $SSH_HOST
+HostKey $d/ssh_host_ed25519_key
+PidFile $d/sshd.pid
+AuthorizedKeysFile $d/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM $use_pam
+StrictModes no
+UseDNS no
+PrintMotd no
+PrintLastLog no
+MaxSessions 64
+MaxStartups 64:30:128
+Subsystem sftp internal-sftp
+SetEnv SLURM_CONF=$S/slurm/slurm.conf
+LogLevel VERBOSE
+EOF
+  then changed=1; fi
+  /usr/sbin/sshd -t -f "$d/sshd_config" || die "sshd rejects its config $d/sshd_config"
+  if pid_alive "$d/sshd.pid" sshd && (( changed )); then
+    log "sshd config changed: restarting sshd"; stop_pidfile "$d/sshd.pid" sshd
+  fi
+  if pid_alive "$d/sshd.pid" sshd; then
+    log "sshd already running (pid $(pid_of "$d/sshd.pid")) on $SSH_HOST:$SSH_PORT"
+  else
+    require_free_port "$SSH_PORT" sshd
+    # an absolute -f path: sshd re-execs itself from / (on SIGHUP and per connection)
+    start_bg "$d/sshd.log" /usr/sbin/sshd -D -e -f "$d/sshd_config"
+    log "started sshd on $SSH_HOST:$SSH_PORT"; note="started"
+  fi
+  # one login proves sshd, the key and known_hosts, and finds python3 in the remote user's shell
+  local deadline=$(( $(date +%s) + 20 ))
+  until REMOTE_PYTHON=$(ssh_run 'command -v python3 || echo NO-PYTHON3' 2>>"$d/ssh-client.log"); do
+    (( $(date +%s) < deadline )) || { tail -n 25 "$d/sshd.log" >&2; die "no ssh login on $SSH_HOST:$SSH_PORT after 20 s (log: $d/sshd.log)"; }
+    sleep 0.2
+  done
+  [[ $REMOTE_PYTHON == /* ]] || die "the ssh user's shell has no python3 on its PATH"
+  timing ssh "$t0" "$note"
+}
+
+ssh_run() {  # CMD... : run a command over our sshd with strict host-key checking
+  ssh -p "$SSH_PORT" -i "$S/ssh/client_key" -o BatchMode=yes -o IdentitiesOnly=yes -o ConnectTimeout=5 \
+    -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$S/ssh/known_hosts" "$SSH_USER@$SSH_HOST" "$@"
+}
+
+# =========================================================================================== 2. Slurm
+check_loopback_hostname() {
+  # with NoCtldInAddrAny/NoInAddrAny the daemons bind to the address the host name resolves to
+  local ip
+  ip=$(getent ahostsv4 "$HOST_SHORT" | awk 'NR==1 {print $1}') || true
+  [[ -n $ip ]] || die "host name '$HOST_SHORT' does not resolve; add '127.0.1.1 $HOST_SHORT' to /etc/hosts"
+  [[ $ip == 127.* ]] || die "host name '$HOST_SHORT' resolves to $ip, so Slurm would listen there, not on loopback; add '127.0.1.1 $HOST_SHORT' to /etc/hosts"
+}
+
+start_munge() {
+  local d=$S/munge
+  mkdir -p "$d"; chmod 755 "$d"   # munged insists that the socket directory is world-executable
+  [[ -s $d/munge.key ]] || mungekey --create --keyfile="$d/munge.key" --bits=1024
+  chmod 600 "$d/munge.key"
+  if pid_alive "$d/munged.pid" munged; then log "munged already running (pid $(pid_of "$d/munged.pid"))"; return; fi
+  rm -f "$d/munge.socket.2" "$d/munge.socket.2.lock"
+  start_bg "$d/munged.log" munged -F --socket="$d/munge.socket.2" --key-file="$d/munge.key" \
+    --pid-file="$d/munged.pid" --seed-file="$d/munged.seed" --num-threads=4
+  wait_for 20 munged "$d/munged.log" bash -c "munge -S '$d/munge.socket.2' -n | unmunge -S '$d/munge.socket.2'"
+  log "started munged"
+}
+
+start_mariadb() {
+  local d=$S/mysql
+  mkdir -p "$d"
+  install_file "$d/my.cnf" 644 <<EOF || true
+# generated by runyard infra/start-services.sh (read with --defaults-file: no system my.cnf applies)
+[mysqld]
+user=root
+datadir=$d/data
+socket=$d/mysqld.sock
+pid-file=$d/mysqld.pid
+log-error=$d/mysqld.err
+bind-address=127.0.0.1
+port=$MYSQL_PORT
+skip-name-resolve
+innodb_buffer_pool_size=64M
+innodb_log_file_size=64M
+innodb_lock_wait_timeout=900
+innodb_flush_log_at_trx_commit=2
+EOF
+  if [[ ! -d $d/data/mysql ]]; then
+    rm -rf "$d/data"
+    mariadb-install-db --defaults-file="$d/my.cnf" --auth-root-authentication-method=socket --skip-test-db \
+      >"$d/install-db.log" 2>&1 || { tail -n 20 "$d/install-db.log" >&2; die "mariadb-install-db failed"; }
+  fi
+  if pid_alive "$d/mysqld.pid" mariadbd; then
+    log "mariadbd already running (pid $(pid_of "$d/mysqld.pid"))"
+  else
+    require_free_port "$MYSQL_PORT" mariadbd
+    start_bg "$d/mysqld.out" mariadbd --defaults-file="$d/my.cnf"
+    log "started mariadbd on 127.0.0.1:$MYSQL_PORT"
+  fi
+  wait_for 60 mariadbd "$d/mysqld.err" mariadb-admin --socket="$d/mysqld.sock" ping
+  mariadb --socket="$d/mysqld.sock" -e "
+    CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+    CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm-test-pw';
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || die "creating the Slurm accounting database failed"
+}
+
+start_slurmdbd() {
+  local d=$S/slurm changed=0
+  # slurmdbd has no -f: it reads slurmdbd.conf beside $SLURM_CONF, which must be mode 600
+  install_file "$d/slurmdbd.conf" 600 <<EOF && changed=1
+# generated by runyard infra/start-services.sh
+AuthType=auth/munge
+AuthInfo=socket=$S/munge/munge.socket.2
+CommunicationParameters=NoInAddrAny
+DbdHost=$HOST_SHORT
+DbdAddr=127.0.0.1
+DbdPort=$SLURMDBD_PORT
+SlurmUser=root
+PidFile=$d/slurmdbd.pid
+LogFile=$d/log/slurmdbd.log
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$MYSQL_PORT
+StorageUser=slurm
+StoragePass=slurm-test-pw
+StorageLoc=slurm_acct_db
+EOF
+  if pid_alive "$d/slurmdbd.pid" slurmdbd && (( changed )); then
+    log "slurmdbd.conf changed: restarting slurmdbd"; stop_pidfile "$d/slurmdbd.pid" slurmdbd
+  fi
+  if pid_alive "$d/slurmdbd.pid" slurmdbd; then
+    log "slurmdbd already running (pid $(pid_of "$d/slurmdbd.pid"))"
+  else
+    require_free_port "$SLURMDBD_PORT" slurmdbd
+    start_bg "$d/log/slurmdbd.out" slurmdbd -D
+    log "started slurmdbd on 127.0.0.1:$SLURMDBD_PORT"
+  fi
+  wait_for 60 slurmdbd "$d/log/slurmdbd.log" sacctmgr -n -P show cluster
+}
+
+SLURM_CONF_CHANGED=0
+SLURM_MEM=0
+write_slurm_conf() {  # sets SLURM_CONF_CHANGED=1 when slurm.conf or gres.conf changed
+  local d=$S/slurm node cpus boards sockets cores threads mem i gpus
+  node=$(slurmd -C 2>/dev/null | sed -n 1p) || true
+  [[ $node == NodeName=* ]] || die "'slurmd -C' did not print this machine's hardware: $node"
+  get() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$node"; }
+  cpus=$(get CPUs); boards=$(get Boards); sockets=$(get SocketsPerBoard); cores=$(get CoresPerSocket)
+  threads=$(get ThreadsPerCore); mem=$(get RealMemory)
+  [[ -n $cpus && -n $boards && -n $sockets && -n $cores && -n $threads && -n $mem ]] \
+    || die "could not parse 'slurmd -C': $node"
+  # the default RealMemory (1 MB) rejects --mem; more than the machine has drains the node ("Low RealMemory")
+  SLURM_MEM=$(( mem * 9 / 10 ))
+  mkdir -p "$d/fakedev"
+  for ((i = 0; i < FAKE_GPUS; i++)); do
+    # slurmd drops GPUs without a file and complains about regular files; a char device like /dev/null works
+    [[ -e $d/fakedev/gpu$i ]] || mknod "$d/fakedev/gpu$i" c 1 3 2>/dev/null || touch "$d/fakedev/gpu$i"
+  done
+  gpus="gpu[0-$((FAKE_GPUS - 1))]"
+  printf 'NodeName=%s Name=gpu File=%s/fakedev/%s\n' "$SLURM_NODE" "$d" "$gpus" \
+    | install_file "$d/gres.conf" 644 && SLURM_CONF_CHANGED=1
+  install_file "$d/slurm.conf" 644 <<EOF && SLURM_CONF_CHANGED=1
+# generated by runyard infra/start-services.sh: a one-node test cluster, everything on 127.0.0.1
+ClusterName=$SLURM_CLUSTER
+SlurmctldHost=$HOST_SHORT(127.0.0.1)
+SlurmctldPort=$SLURMCTLD_PORT
+SlurmdPort=$SLURMD_PORT
+# bind to the host name's (loopback) address, not 0.0.0.0
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$S/munge/munge.socket.2
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation=$d/state
+SlurmdSpoolDir=$d/spool
+SlurmctldPidFile=$d/slurmctld.pid
+SlurmdPidFile=$d/slurmd.pid
+SlurmctldLogFile=$d/log/slurmctld.log
+SlurmdLogFile=$d/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+MailProg=/bin/true
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=10
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+# schedule at once instead of the default 3 s batch delay and 2 s minimum interval
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,bf_interval=1
+ReturnToService=2
+MinJobAge=3600
+KillWait=5
+InactiveLimit=0
+SlurmdTimeout=60
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$SLURMDBD_PORT
+# for slurmdbd traffic Slurm takes the munge socket from AccountingStoragePass, not from AuthInfo
+AccountingStoragePass=$S/munge/munge.socket.2
+AccountingStorageTRES=gres/gpu
+JobCompType=jobcomp/filetxt
+JobCompLoc=$d/jobcomp.log
+GresTypes=gpu
+NodeName=$SLURM_NODE NodeHostname=$HOST_SHORT NodeAddr=127.0.0.1 CPUs=$cpus Boards=$boards SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$SLURM_MEM Gres=gpu:$FAKE_GPUS State=UNKNOWN
+PartitionName=cpu Nodes=$SLURM_NODE Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=$SLURM_NODE Default=NO MaxTime=INFINITE State=UP
+EOF
+  return 0
+}
+
+node_state() { sinfo -h -n "$SLURM_NODE" -o %T 2>/dev/null | sed -n 1p; }
+node_usable() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; }
+
+start_slurm() {
+  local t0 d=$S/slurm i note="already running"
+  t0=$(now)
+  apt_install munge slurmctld slurmd slurm-client slurmdbd mariadb-server mariadb-client
+  check_loopback_hostname
+  mkdir -p "$d"/{state,spool,log} "$S/slurm-jobs"
+  if [[ -f $d/state/clustername && $(cat "$d/state/clustername") != "$SLURM_CLUSTER" ]]; then
+    pid_alive "$d/slurmctld.pid" slurmctld && die "slurmctld runs for cluster $(cat "$d/state/clustername"); stop it first"
+    warn "removing the Slurm state of cluster '$(cat "$d/state/clustername")'"; rm -rf "${d:?}/state"/*
+  fi
+  write_slurm_conf
+  start_munge
+  start_mariadb
+  start_slurmdbd
+  if pid_alive "$d/slurmctld.pid" slurmctld && (( SLURM_CONF_CHANGED )); then
+    log "slurm.conf changed: restarting slurmctld and slurmd"
+    stop_pidfile "$d/slurmd.pid" slurmd; stop_pidfile "$d/slurmctld.pid" slurmctld
+  fi
+  if pid_alive "$d/slurmctld.pid" slurmctld; then
+    log "slurmctld already running (pid $(pid_of "$d/slurmctld.pid"))"
+  else
+    require_free_port "$SLURMCTLD_PORT" slurmctld
+    start_bg "$d/log/slurmctld.out" slurmctld -D
+    log "started slurmctld on 127.0.0.1:$SLURMCTLD_PORT"; note="started"
+  fi
+  wait_for 60 slurmctld "$d/log/slurmctld.log" bash -c 'scontrol ping | grep -q "is UP"'
+  if pid_alive "$d/slurmd.pid" slurmd; then
+    log "slurmd already running (pid $(pid_of "$d/slurmd.pid"))"
+  else
+    require_free_port "$SLURMD_PORT" slurmd
+    start_bg "$d/log/slurmd.out" slurmd -D -N "$SLURM_NODE"
+    log "started slurmd (node $SLURM_NODE) on 127.0.0.1:$SLURMD_PORT"; note="started"
+  fi
+  for i in $(seq 1 150); do node_usable && break; sleep 0.2; done
+  if ! node_usable; then   # e.g. DOWN or DRAINED after an unclean stop
+    log "node $SLURM_NODE is '$(node_state)': resuming it"
+    scontrol update nodename="$SLURM_NODE" state=resume 2>/dev/null || true
+  fi
+  wait_for 30 "Slurm node $SLURM_NODE (state: $(node_state))" "$d/log/slurmd.log" node_usable
+  # a symlink so that plain `sinfo` works in a developer's shell; only when /etc/slurm/slurm.conf is absent
+  if [[ ! -e /etc/slurm/slurm.conf && ! -L /etc/slurm/slurm.conf ]]; then
+    mkdir -p /etc/slurm; ln -s "$d/slurm.conf" /etc/slurm/slurm.conf; echo /etc/slurm/slurm.conf >"$d/etc-link-created"
+  fi
+  timing slurm "$t0" "$note"
+}
+
+# ================================================================================ 3. Docker + test image
+docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
+
+start_docker() {
+  local t0 d=$S/docker note="already running"
+  t0=$(now)
+  mkdir -p "$d"
+  if pid_alive "$d/dockerd.pid" dockerd; then
+    wait_for 60 "dockerd (pid $(pid_of "$d/dockerd.pid"))" "$d/dockerd.log" docker_ok
+    log "dockerd already running (started by this script, pid $(pid_of "$d/dockerd.pid"))"
+  elif docker_ok; then
+    log "using the Docker engine that already answers at $DOCKER_SOCK (not ours: stop-services.sh leaves it alone)"
+    note="not ours, reused"
+  else
+    command -v dockerd >/dev/null || apt_install docker.io
+    command -v docker >/dev/null || apt_install docker.io
+    # never add --bridge=none: such a dockerd deletes an existing docker0 bridge
+    start_bg "$d/dockerd.log" dockerd -H "unix://$DOCKER_SOCK" --pidfile "$d/dockerd.pid"
+    wait_for 90 "dockerd at $DOCKER_SOCK" "$d/dockerd.log" docker_ok
+    log "started dockerd (pid $(pid_of "$d/dockerd.pid")) at $DOCKER_SOCK"; note="started"
+  fi
+  timing docker "$t0" "$note"
+  ensure_image
+}
+
+IMAGE_PACKAGES=python3,python-is-python3,bash,dash,coreutils,base-files,base-passwd,debianutils,grep,sed,findutils,procps
+ensure_image() {
+  local t0 building="$DOCKER_IMAGE-building" recipe
+  # the image carries a hash of its recipe: a changed recipe rebuilds it
+  recipe=$(printf '%s %s %s' "$IMAGE_PACKAGES" bookworm v1 | sha1sum | cut -c1-12)
+  t0=$(now)
+  if [[ $(docker image inspect -f '{{index .Config.Labels "org.runyard.test-image-recipe"}}' "$DOCKER_IMAGE" 2>/dev/null) == "$recipe" ]]; then
+    timing image "$t0" "$DOCKER_IMAGE cached"; return
+  fi
+  apt_install mmdebstrap
+  log "building $DOCKER_IMAGE from Debian bookworm packages with mmdebstrap (no registry)"
+  # --variant=extract unpacks the packages without running maintainer scripts (seconds, ~90 MB); the hook
+  # creates what those scripts would have: passwd/group, /root, /tmp and the ld.so cache.
+  # shellcheck disable=SC2016  # $1 is expanded by mmdebstrap's hook, not here
+  mmdebstrap --quiet --variant=extract --include="$IMAGE_PACKAGES" \
+    --extract-hook='cp "$1/usr/share/base-passwd/passwd.master" "$1/etc/passwd"; cp "$1/usr/share/base-passwd/group.master" "$1/etc/group"; mkdir -p "$1/root" "$1/tmp"; chmod 1777 "$1/tmp"; ldconfig -r "$1"' \
+    bookworm - "$DEBIAN_MIRROR" 2>"$S/logs/image-build.log" \
+    | docker import \
+        -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' -c 'ENV LANG=C.UTF-8' \
+        -c 'CMD ["python3"]' -c "LABEL org.runyard.test-image-recipe=$recipe" \
+        - "$building" >>"$S/logs/image-build.log" 2>&1 \
+    || { tail -n 20 "$S/logs/image-build.log" >&2; die "building the image with mmdebstrap | docker import failed"; }
+  docker run --rm "$building" bash -c 'python3 -c "import ssl, sqlite3, json, subprocess"' \
+    || { docker rmi -f "$building" >/dev/null 2>&1; die "the built image has no working python3 or bash"; }
+  docker tag "$building" "$DOCKER_IMAGE"; docker rmi "$building" >/dev/null
+  timing image "$t0" "built"
+}
+
+# ==================================================================================================== main
+REMOTE_PYTHON="" IMAGE_PY=""
+has ssh && start_ssh
+has slurm && start_slurm
+has docker && start_docker
+
+if [[ $VERIFY == 1 && -n ${COMPONENTS// /} ]]; then
+  t0=$(now)
+  mkdir -p "$S/verify"
+  if has docker; then   # in the background, beside the Slurm job
+    docker run --rm "$DOCKER_IMAGE" python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' \
+      >"$S/verify/docker.out" 2>&1 9>&- &
+    docker_smoke=$!
+  fi
+  if has slurm; then
+    # submit a job and poll it to COMPLETED (over ssh when ssh is up: that is how the plugin will do it)
+    cat >"$S/verify/smoke.sh" <<'EOF'
+#!/bin/bash
+set -euo pipefail
+j=$(sbatch --parsable -p cpu -o "$1/job-%j.out" --wrap 'echo verify-ok on $SLURM_JOB_PARTITION')
+for _ in $(seq 1 600); do
+  s=$(scontrol show job "$j" | grep -o 'JobState=[A-Z_]*' || true)
+  case ${s#JobState=} in
+    COMPLETED) grep -q 'verify-ok on cpu' "$1/job-$j.out" || { echo "job $j wrote no output" >&2; exit 1; }
+               rm -f "$1/job-$j.out"; echo "$j"; exit 0;;
+    FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE|PREEMPTED) echo "job $j ended $s" >&2; exit 1;;
+  esac
+  sleep 0.1
+done
+echo "job $j did not finish within 60 s" >&2; exit 1
+EOF
+    if has ssh; then
+      out=$(ssh_run bash "$S/verify/smoke.sh" "$S/verify" 2>&1) || die "smoke test: sbatch over ssh failed: $out"
+    else
+      out=$(bash "$S/verify/smoke.sh" "$S/verify" 2>&1) || die "smoke test: sbatch failed: $out"
+    fi
+    log "smoke test: Slurm job $out ran to COMPLETED"
+  fi
+  if has docker; then
+    wait "$docker_smoke" || die "smoke test: docker run $DOCKER_IMAGE python3 failed: $(cat "$S/verify/docker.out")"
+    IMAGE_PY=$(cat "$S/verify/docker.out")
+    log "smoke test: a container of $DOCKER_IMAGE runs Python $IMAGE_PY"
+  fi
+  timing verify "$t0"
+fi
+
+# ------------------------------------------------------------------------------------------------- env.sh
+q() { printf "%q" "$1"; }
+{
+  echo "# written by runyard infra/start-services.sh at $(date -Is); source this file"
+  echo "export RUNYARD_INFRA_DIR=$(q "$S")"
+  echo "export RUNYARD_TEST_SERVICES=$(q "$COMPONENTS")"
+  if has ssh; then
+    echo "export RUNYARD_TEST_SSH_HOST=$SSH_HOST"
+    echo "export RUNYARD_TEST_SSH_PORT=$SSH_PORT"
+    echo "export RUNYARD_TEST_SSH_USER=$SSH_USER"
+    echo "export RUNYARD_TEST_SSH_KEY=$(q "$S/ssh/client_key")"
+    echo "export RUNYARD_TEST_SSH_PUBKEY=$(q "$S/ssh/client_key.pub")"
+    echo "export RUNYARD_TEST_SSH_KNOWN_HOSTS=$(q "$S/ssh/known_hosts")"
+    echo "export RUNYARD_TEST_SSH_PYTHON=$(q "$REMOTE_PYTHON")"
+  fi
+  if has slurm; then
+    echo "export SLURM_CONF=$(q "$S/slurm/slurm.conf")"
+    echo "export RUNYARD_TEST_SLURM_CLUSTER=$SLURM_CLUSTER"
+    echo "export RUNYARD_TEST_SLURM_NODE=$SLURM_NODE"
+    echo "export RUNYARD_TEST_SLURM_PARTITIONS=cpu,gpu"
+    echo "export RUNYARD_TEST_SLURM_DEFAULT_PARTITION=cpu"
+    echo "export RUNYARD_TEST_SLURM_GPU_PARTITION=gpu"
+    echo "export RUNYARD_TEST_SLURM_GPUS=$FAKE_GPUS"
+    echo "export RUNYARD_TEST_SLURM_CPUS=$(sinfo -h -n "$SLURM_NODE" -o %c | sed -n 1p)"
+    echo "export RUNYARD_TEST_SLURM_MEMORY_MB=$SLURM_MEM"
+    echo "export RUNYARD_TEST_SLURM_JOB_DIR=$(q "$S/slurm-jobs")"
+  fi
+  if has docker; then
+    echo "export DOCKER_HOST=$(q "unix://$DOCKER_SOCK")"
+    echo "export RUNYARD_TEST_DOCKER_IMAGE=$(q "$DOCKER_IMAGE")"
+    if [[ -n $IMAGE_PY ]]; then echo "export RUNYARD_TEST_DOCKER_IMAGE_PYTHON=$IMAGE_PY"; fi
+  fi
+} >"$S/env.sh.tmp"
+mv -f "$S/env.sh.tmp" "$S/env.sh"
+
+timing total "$T_ALL"
+log "ready; timings:"
+printf '%s\n' "${TIMINGS[@]}"
+log "facts for tests: source $S/env.sh"
