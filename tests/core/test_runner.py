@@ -13,12 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-
+import taskdefs
 from runyard import serialization
 from runyard.config import Config, Script
 from runyard.jobfiles import runner_path
-
-import taskdefs
 
 RUNNERS = ["python", "bash"]
 
@@ -29,7 +27,9 @@ def write_task(task_dir: Path, task: object, main_path: str | None = None) -> No
     (task_dir / "task.json").write_text(json.dumps(spec))
 
 
-def start(task_dir: Path, runner: str, script: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    task_dir: Path, runner: str, script: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Run ``script`` (bash) through the given runner, as attempt 1."""
     write_task(task_dir, Script(inline=script))
     full_env = {**os.environ, **(env or {})}
@@ -153,7 +153,12 @@ def test_sigterm_lets_the_python_task_run_its_finally_blocks(tmp_path: Path) -> 
     task_dir = tmp_path / "t"
     task_dir.mkdir()
     spec = {
-        "task": {"__runyard__": "config", "target": "sigterm_task:work", "args": [], "kwargs": {"marker": str(marker)}},
+        "task": {
+            "__runyard__": "config",
+            "target": "sigterm_task:work",
+            "args": [],
+            "kwargs": {"marker": str(marker)},
+        },
         "main_path": None,
         "python_path": [str(module.parent)],
     }
