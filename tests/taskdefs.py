@@ -88,3 +88,10 @@ def run_recipe(trainer: object, name: str = "recipe", callbacks: object = None) 
 def takes_kwargs(**options: object) -> None:
     """A target with only ``**options``: it names no ``precision`` parameter."""
     print(sorted(options))
+
+
+def joins(first: str, /, *rest: str, sep: str = " ") -> str:
+    """Positional-only and *args parameters; prints and returns the joined text."""
+    text = sep.join([first, *rest])
+    print(text)
+    return text

@@ -181,3 +181,26 @@ def test_a_partial_task_is_built_then_called() -> None:
 def test_a_script_task_runs_with_its_args_and_env() -> None:
     logs = _run_one(run.Script(inline='echo "$1 $GREETING"', args=["arg1"], env={"GREETING": "hey"}))
     assert logs.stdout == "arg1 hey\n"
+
+
+def test_positional_only_parameters_are_passed_by_position() -> None:
+    import math
+
+    cfg = run.Config(math.sqrt, 16)
+    assert cfg.x == 16  # still readable by name
+    assert run.build(cfg) == 4.0
+    assert run.build(run.Partial(math.pow, 2))(5) == 32.0
+
+
+def test_star_args_follow_the_positional_parameters_through_json() -> None:
+    cfg = run.Config(taskdefs.joins, "a", "b", "c", "d", sep="+")
+    again = serialization.decode(json.loads(json.dumps(serialization.encode(cfg))))
+    assert again == cfg
+    assert run.build(again) == "a+b+c+d"
+
+
+def test_a_positional_only_target_runs_as_a_task() -> None:
+    exp = run.Experiment("positional-only")
+    exp.add(run.Config(taskdefs.joins, "x", "y", sep="-"), name="j")
+    assert exp.run() == "SUCCEEDED"
+    assert exp.get_logs("j").stdout == "x-y\n"

@@ -143,6 +143,26 @@ class _Buildable:
             return []
         return [n for n, p in sig.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
+    def call_args(self) -> tuple[list[Any], dict[str, Any]]:
+        """The positional and keyword arguments of the call this config describes.
+
+        Positional-only parameters (``math.sqrt(x, /)``) go by position, in order; the rest
+        by name; ``*args`` values follow the positional ones.
+        """
+        sig = _signature(self._target)
+        kwargs = dict(self._arguments)
+        positional: list[Any] = []
+        if sig is not None:
+            for name, p in sig.parameters.items():
+                if p.kind is not p.POSITIONAL_ONLY or name not in kwargs:
+                    break
+                positional.append(kwargs.pop(name))
+            if self._args:  # *args follow every positional parameter, which must all be given
+                for name, p in sig.parameters.items():
+                    if p.kind is p.POSITIONAL_OR_KEYWORD and name in kwargs:
+                        positional.append(kwargs.pop(name))
+        return [*positional, *self._args], kwargs
+
     @property
     def arguments(self) -> dict[str, Any]:
         """The arguments that were set (not defaults), by name. A live view."""
@@ -254,8 +274,9 @@ def _build(value: Any, memo: dict[int, Any]) -> Any:
     if id(value) in memo:
         return memo[id(value)]
     if isinstance(value, _Buildable):
-        args = [_build(a, memo) for a in value._args]
-        kwargs = {k: _build(v, memo) for k, v in value._arguments.items()}
+        call_args, call_kwargs = value.call_args()
+        args = [_build(a, memo) for a in call_args]
+        kwargs = {k: _build(v, memo) for k, v in call_kwargs.items()}
         if isinstance(value, Partial):
             out: Any = functools.partial(value._target, *args, **kwargs)
         else:

@@ -77,6 +77,7 @@ class JobSpec:
     argv: list[str]  # for Script tasks: the program to run; empty for Python tasks
     env: dict[str, str]
     cwd: str | None = None
+    after: list[JobRef] = attrs.field(factory=list)  # queued jobs it must wait for (chained)
 
     @property
     def attempt_dir(self) -> str:
@@ -124,7 +125,31 @@ class Backend(abc.ABC):
     Public methods are the contract core calls; subclasses implement the ``_`` ones.
     ``cancel`` is idempotent; ``close`` never raises. ``pause``/``resume`` are optional:
     the default raises ``NotImplementedError`` naming the class.
+
+    ``self_driving``: once submitted, this backend's jobs need no runyard process: the
+    backend itself keeps their dependencies (chained jobs) and their outcome, which any
+    process reads later. A detached experiment whose tasks all went to such backends at
+    launch needs no supervisor.
     """
+
+    self_driving: ClassVar[bool] = False
+
+    def can_chain(self, job: JobSpec, dependencies: Sequence[JobRef]) -> bool:
+        """Whether ``job`` can be submitted now to start after ``dependencies`` (live jobs
+        of this backend) succeed, the backend holding it until then (Slurm's
+        ``--dependency=afterok``). ``launch`` then finds them in ``job.after``. Default: no."""
+        return False
+
+    def launch_many(self, jobs: Sequence[JobSpec]) -> list[Launched | Exception]:
+        """Launch several jobs; one result per job, in order: its ``Launched`` or the error
+        that kept it from starting. Override to submit them together (a job array)."""
+        out: list[Launched | Exception] = []
+        for job in jobs:
+            try:
+                out.append(self.launch(job))
+            except Exception as exc:  # reported per job: one refusal must not lose the others
+                out.append(exc)
+        return out
 
     def launch(self, job: JobSpec) -> Launched:
         """Start one attempt; returns its job id (and any handle needed to find it later)."""

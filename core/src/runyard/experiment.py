@@ -395,6 +395,7 @@ class Experiment:
     @property
     def tasks(self) -> list[TaskView]:
         """A fresh list of task views, in the order the tasks were added."""
+        self._sync()
         return [self._view(t) for t in self._store.tasks(self._id)]
 
     def _view(self, t: TaskRecord) -> TaskView:
@@ -417,7 +418,17 @@ class Experiment:
 
     def status(self) -> State:
         """The experiment's state from its tasks' states."""
+        self._sync()
         return experiment_state(self._store.task_states(self._id))
+
+    def _sync(self) -> None:
+        """Read the backends' news into the store when no process drives the experiment
+        (a detached experiment whose jobs drive themselves, or one whose driver died)."""
+        states = self._store.task_states(self._id)
+        if all(s in FINAL_STATES for s in states) or self._record.launched_at is None:
+            return
+        if not self.driver_alive():
+            Driver(self._store, self._id, kind="sync").poll_once()
 
     # --- running ----------------------------------------------------------------------------
     def run(
@@ -458,11 +469,25 @@ class Experiment:
 
             return run_direct(self, tail_logs=tail_logs)
         if detach:
+            return self._launch_detached()
+        return self._drive_attached(tail_logs=tail_logs, on_interrupt=mode)
+
+    def _launch_detached(self) -> State:
+        """Launch what can be launched now; a supervisor drives the rest, unless nothing
+        is left to drive (every job went to a backend that drives itself)."""
+        driver = Driver(self._store, self._id, kind="launcher")
+        if not driver.claim():
+            raise ExperimentStateError(f"experiment {self._id} is driven by another live process")
+        try:
+            driver.run_once()
+            needed = driver.needs_driver()
+        finally:
+            driver.release()
+        if needed:
             from runyard.supervisor import start_supervisor
 
             start_supervisor(self._store, self._id)
-            return self.status()
-        return self._drive_attached(tail_logs=tail_logs, on_interrupt=mode)
+        return self.status()
 
     def _drive_attached(self, *, tail_logs: bool, on_interrupt: str) -> State:
         from runyard.progress import make_observer
@@ -513,6 +538,9 @@ class Experiment:
             if all(s in FINAL_STATES for s in states):
                 return experiment_state(states)
             if self.driver_alive():
+                orphaned_since = None
+            elif not Driver(self._store, self._id, kind="sync").needs_driver_now():
+                self._sync()  # the jobs drive themselves: just read their news
                 orphaned_since = None
             elif orphaned_since is None:
                 orphaned_since = time.monotonic()

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from runyard import serialization
 from runyard.errors import BackendError
-from runyard.executor import Executor, JobRef, JobSpec, JobStatus
+from runyard.executor import Backend, Executor, JobRef, JobSpec, JobStatus
 from runyard.plugins import Plugins, plugin_manager
 from runyard.runner import script_argv
 from runyard.states import FINAL_STATES, LIVE_STATES, State, experiment_state
@@ -88,11 +88,52 @@ class Driver:
         """Ask the loop to return at its next turn (tasks keep running)."""
         self._stop = True
 
-    def run(self) -> State:
+    def _setup(self) -> None:
         record = self.store.experiment(self.experiment_id)
         self._settings = record.settings
         self._record = record
         self._refresh()
+
+    def run_once(self) -> list[TaskRecord]:
+        """One turn of the loop (poll, cascade, launch what is ready); returns what changed.
+
+        ``run(detach=True)`` launches this way before it decides whether a supervisor is needed.
+        """
+        self._setup()
+        self._recover()
+        return self._turn()
+
+    def poll_once(self) -> None:
+        """Bring the store up to date with the backends, launching nothing, claiming nothing.
+
+        Any process may do this for an experiment no driver holds (a detached experiment on
+        self-driving backends): every transition is conditional, so two at once are safe.
+        """
+        self._setup()
+        self._poll()
+        self._cascade_failures()
+
+    def needs_driver(self) -> bool:
+        """Whether the experiment needs a process to drive it on: tasks still to launch,
+        retries or a timeout to enforce, or live jobs whose backend does not drive itself."""
+        self._refresh()
+        open_tasks = [t for t in self.tasks.values() if t.status not in FINAL_STATES]
+        if not open_tasks:
+            return False
+        if self._max_retries() or self._settings.get("timeout"):
+            return True
+        for task in open_tasks:
+            if task.job_id is None or not self.plugins.backend(self._executor(task).kind).self_driving:
+                return True
+        return False
+
+    def needs_driver_now(self) -> bool:
+        """``needs_driver`` for a Driver that has not run (reads the store first)."""
+        self._setup()
+        return self.needs_driver()
+
+    def run(self) -> State:
+        self._setup()
         self._recover()
         while not self._stop:
             changed = self._turn()
@@ -219,13 +260,20 @@ class Driver:
         changed = True
         while changed:
             changed = False
-            for task in self.tasks.values():
-                if task.status not in (State.PENDING, State.PAUSED) or task.job_id is not None:
+            for task in list(self.tasks.values()):
+                if task.status in FINAL_STATES or not any(
+                    self.tasks[d].status in (State.FAILED, State.CANCELLED) for d in task.dependencies
+                ):
                     continue
-                bad = [
-                    d for d in task.dependencies if self.tasks[d].status in (State.FAILED, State.CANCELLED)
-                ]
-                if bad and self.store.transition(
+                if task.job_id is not None and task.status in _LIVE:
+                    # chained in its backend's queue: take it out of there too
+                    try:
+                        changed |= cancel_task(
+                            self.store, self.plugins, task, "dependency failed", self._executor(task)
+                        )
+                    except BackendError:
+                        continue  # the backend is unreachable: try again next turn
+                elif self.store.transition(
                     self.experiment_id, task.id, State.CANCELLED, when=[State.PENDING, State.PAUSED],
                     reason="dependency failed", end_time=time.time(),
                 ):  # fmt: skip
@@ -263,61 +311,96 @@ class Driver:
         except BackendError:
             pass
 
-    def _ready(self) -> list[TaskRecord]:
-        out = []
+    def _ready(self) -> list[tuple[TaskRecord, list[TaskRecord]]]:
+        """PENDING tasks that can launch now, each with the live dependencies it must be
+        chained after (empty when all its dependencies succeeded)."""
+        out: list[tuple[TaskRecord, list[TaskRecord]]] = []
+        chaining = not self._max_retries()  # a retried dependency would leave a chain dangling
         for task in sorted(self.tasks.values(), key=lambda t: t.seq):
-            if task.status is State.PENDING and all(
-                self.tasks[d].status is State.SUCCEEDED for d in task.dependencies
+            if task.status is not State.PENDING:
+                continue
+            deps = [self.tasks[d] for d in task.dependencies]
+            if all(d.status is State.SUCCEEDED for d in deps):
+                out.append((task, []))
+                continue
+            if not chaining or any(d.status not in (*_RUNNABLE, State.SUCCEEDED) for d in deps):
+                continue
+            live = [d for d in deps if d.status is not State.SUCCEEDED]
+            if any(d.job_id is None for d in live):
+                continue
+            backend = self.plugins.backend(self._executor(task).kind)
+            if type(backend).can_chain is Backend.can_chain:
+                continue  # this backend never chains: no need to build a job spec to ask
+            refs = [self._ref(d) for d in live]
+            if all(self._executor(d).kind == self._executor(task).kind for d in live) and backend.can_chain(
+                self._spec(task, task.attempts + 1), refs
             ):
-                out.append(task)
+                out.append((task, live))
         return out
 
     def _launch_ready(self) -> None:
-        ready = self._ready()
-        if self._sequential():
-            if any(t.status in _LIVE for t in self.tasks.values()):
+        budget = LAUNCH_BATCH
+        while budget > 0:  # again after each wave: its dependents may chain behind it now
+            ready = self._ready()
+            if self._sequential():
+                if any(t.status in _LIVE for t in self.tasks.values()):
+                    return
+                ready = [r for r in ready[:1] if not r[1]]
+            if not ready:
                 return
-            ready = ready[:1]
-        for task in ready[:LAUNCH_BATCH]:
-            self._launch(task)
+            by_kind: dict[str, list[tuple[TaskRecord, list[TaskRecord]]]] = {}
+            for task, after in ready[:budget]:
+                by_kind.setdefault(self._executor(task).kind, []).append((task, after))
+            for kind, batch in by_kind.items():
+                self._launch(kind, batch)
+            budget -= min(budget, len(ready))
+            self._refresh()
 
     def _sequential(self) -> bool:
         return bool((self._record.run_options or {}).get("sequential"))
 
-    def _launch(self, task: TaskRecord) -> None:
+    def _spec(self, task: TaskRecord, attempt: int, after: Sequence[TaskRecord] = ()) -> JobSpec:
+        spec = job_spec(
+            self._record,
+            task,
+            self._executor(task),
+            attempt,
+            self.store.task_dir(self.experiment_id, task.id),
+        )
+        spec.after = [self._ref(d) for d in after]
+        return spec
+
+    def _launch(self, kind: str, batch: list[tuple[TaskRecord, list[TaskRecord]]]) -> None:
         exp = self.experiment_id
-        attempt = task.attempts + 1
-        if not self.store.transition(
-            exp, task.id, State.SUBMITTED, when=[State.PENDING], attempts=attempt, reason=None
-        ):
-            return  # cancelled or paused by another process meanwhile
-        executor = self._executor(task)
-        task_dir = self.store.task_dir(exp, task.id)
-        spec = job_spec(self._record, task, executor, attempt, task_dir)
-        backend = self.plugins.backend(executor.kind)
-        try:
-            launched = backend.launch(spec)
-        except Exception as exc:  # the backend refused: the attempt failed, say why
-            reason = f"launch failed: {exc}"
-            to = State.PENDING if attempt <= self._max_retries() else State.FAILED
-            self.store.transition(
-                exp, task.id, to, when=[State.SUBMITTED], attempt=attempt, reason=reason,
-                end_time=time.time(),
-            )  # fmt: skip
+        claimed: list[JobSpec] = []
+        for task, after in batch:
+            attempt = task.attempts + 1
+            if self.store.transition(
+                exp, task.id, State.SUBMITTED, when=[State.PENDING], attempts=attempt, reason=None
+            ):  # else: cancelled or paused by another process meanwhile
+                claimed.append(self._spec(task, attempt, after))
+        if not claimed:
             return
-        ok = self.store.transition(
-            exp, task.id, launched.state, when=[State.SUBMITTED], attempt=attempt,
-            job_id=launched.job_id, handle=launched.handle, start_time=time.time(),
-        )  # fmt: skip
-        if not ok:  # cancelled while we were launching it: honour that
-            ref = JobRef(launched.job_id, launched.handle, task_dir, attempt, executor)
-            try:
-                backend.cancel(ref)
-            except BackendError:
-                pass
-            self.store.transition(
-                exp, task.id, State.CANCELLED, when=[State.SUBMITTED], job_id=launched.job_id
-            )
+        backend = self.plugins.backend(kind)
+        results = backend.launch_many(claimed)
+        for spec, result in zip(claimed, results, strict=True):
+            if isinstance(result, Exception):  # the backend refused: the attempt failed, say why
+                to = State.PENDING if spec.attempt <= self._max_retries() else State.FAILED
+                self.store.transition(
+                    exp, spec.task_id, to, when=[State.SUBMITTED], attempt=spec.attempt,
+                    reason=f"launch failed: {result}", end_time=time.time(),
+                )  # fmt: skip
+                continue
+            ok = self.store.transition(
+                exp, spec.task_id, result.state, when=[State.SUBMITTED], attempt=spec.attempt,
+                job_id=result.job_id, handle=result.handle, start_time=time.time(),
+            )  # fmt: skip
+            if not ok:  # cancelled while we were launching it: honour that
+                ref = JobRef(result.job_id, result.handle, spec.task_dir, spec.attempt, spec.executor)
+                try:
+                    backend.cancel(ref)
+                except BackendError:
+                    pass
 
     # --- waiting ------------------------------------------------------------------------------
     def _sleep(self) -> None:

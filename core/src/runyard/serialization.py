@@ -95,11 +95,12 @@ def encode(value: Any, where: str = "task") -> Any:
         return value
     if isinstance(value, _Buildable):
         kind = "partial" if isinstance(value, Partial) else "config"
+        args, kwargs = value.call_args()
         return {
             TAG: kind,
             "target": target_ref(value._target),
-            "args": [encode(a, where) for a in value._args],
-            "kwargs": {k: encode(v, f"{where}.{k}") for k, v in value._arguments.items()},
+            "args": [encode(a, where) for a in args],
+            "kwargs": {k: encode(v, f"{where}.{k}") for k, v in kwargs.items()},
         }
     if isinstance(value, Script):
         return {

@@ -588,3 +588,14 @@ def open_store(home: str | None = None) -> Store:
         if store is None:
             store = _stores[key] = Store(path)
         return store
+
+
+def close_store(home: str) -> None:
+    """Close this process's shared Store for ``home`` and forget it; the next
+    ``open_store(home)`` opens a new one. For a home that is being discarded (the test kit's
+    ``runyard_home``): each open Store holds a connection and its file descriptors."""
+    key = (os.getpid(), os.path.abspath(os.path.expanduser(home)))
+    with _stores_lock:
+        store = _stores.pop(key, None)
+    if store is not None:
+        store.close()

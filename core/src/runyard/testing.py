@@ -121,11 +121,16 @@ def recorded_hook_calls(plugins: Plugins | None = None) -> Iterator[HookRecorder
 
 
 @pytest.fixture
-def runyard_home(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh runyard home for this test."""
+def runyard_home(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh runyard home for this test; its store is closed after the test."""
+    from runyard.store import close_store
+
     home = str(tmp_path / "runyard-home")
     monkeypatch.setenv("RUNYARD_HOME", home)
-    return home
+    try:
+        yield home
+    finally:
+        close_store(home)  # else every test leaves a database connection open
 
 
 @pytest.fixture

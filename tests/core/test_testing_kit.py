@@ -1,8 +1,10 @@
-"""runyard.testing's hook-call recorder: what plugin authors use to see which hooks runyard
-called, with what, and what came back."""
+"""runyard.testing, the kit for plugin authors: the hook-call recorder (which hooks runyard
+called, with what, and what came back) and the clean-up behind the runyard_home fixture."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from runyard.executor import Executor
 from runyard.hookspecs import hookimpl
 from runyard.logs import LogSource
 from runyard.plugins import ExecutorRegistry, Plugins, TaskSpec
+from runyard.store import close_store, open_store
 from runyard.testing import HookRecorder, recorded_hook_calls, registered_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,3 +115,20 @@ def test_the_plugin_guide_documents_the_recorder() -> None:
     guide = (ROOT / "docs" / "plugins.md").read_text()
     for name in ("runyard_hook_calls", "recorded_hook_calls", "HookRecorder", "HookCall"):
         assert f"`{name}" in guide, name
+
+
+def test_runyard_home_is_a_fresh_empty_folder_named_by_runyard_home(runyard_home: str) -> None:
+    assert os.environ["RUNYARD_HOME"] == runyard_home
+    assert not os.path.exists(runyard_home) or os.listdir(runyard_home) == []
+
+
+def test_close_store_closes_the_homes_connection_and_the_next_open_is_a_new_store(tmp_path: Path) -> None:
+    # what runyard_home does after each test, so a suite does not pile up open databases
+    home = str(tmp_path / "discarded-home")
+    store = open_store(home)
+    close_store(home)
+
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.experiments()
+    assert open_store(home) is not store
+    close_store(home)
