@@ -188,8 +188,12 @@ class Backend(abc.ABC):
         return 1.0
 
     def dry_run(self, job: JobSpec) -> str:
-        """A description of what ``launch`` would do, without doing it."""
-        return f"{type(self).__name__} would run {job.argv or 'the Python runner'} for {job.task_id}"
+        """What ``launch`` would do (the script, spec or command), without doing it.
+
+        Show secret values masked (``runyard.redact.masked``).
+        """
+        what = " ".join(job.argv) if job.is_script else "the Python runner"
+        return f"{type(self).__name__}: would run {what} for task {job.task_id}"
 
     def close(self) -> None:
         """Release connections; never raises."""

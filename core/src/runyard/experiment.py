@@ -489,6 +489,23 @@ class Experiment:
             start_supervisor(self._store, self._id)
         return self.status()
 
+    def dry_run(self, *, file: Any = None) -> dict[str, str]:
+        """What each task would launch (an sbatch script, a container spec, a command), by
+        task id, without launching anything; printed to ``file`` (default stdout) too.
+        Values of secret environment variables are shown as ``***``."""
+        from runyard.scheduler import job_spec
+
+        record = self._record
+        out: dict[str, str] = {}
+        for task in self._store.tasks(self._id):
+            executor = self._executor_of(task)
+            spec = job_spec(record, task, executor, task.attempts + 1, self._store.task_dir(self._id, task.id))
+            out[task.id] = plugin_manager().backend(executor.kind).dry_run(spec)
+        stream = file if file is not None else sys.stdout
+        for task_id, text in out.items():
+            stream.write(f"--- {task_id}\n{text.rstrip()}\n")
+        return out
+
     def _drive_attached(self, *, tail_logs: bool, on_interrupt: str) -> State:
         from runyard.progress import make_observer
 

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import warnings
@@ -26,17 +25,12 @@ import attrs
 from runyard import serialization
 from runyard.errors import ConfigError
 from runyard.plugins import EXPORT_GROUP, PLUGIN_GROUP
+from runyard.redact import is_secret
 
 if TYPE_CHECKING:
     from runyard.experiment import Experiment
 
 FORMAT = 1
-SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|KEY", re.IGNORECASE)
-
-
-def is_secret(name: str) -> bool:
-    return bool(SECRET.search(name))
-
 
 def _redact(env: dict[str, str] | None) -> tuple[dict[str, str] | None, list[str]]:
     if not env:
