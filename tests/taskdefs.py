@@ -95,3 +95,27 @@ def joins(first: str, /, *rest: str, sep: str = " ") -> str:
     text = sep.join([first, *rest])
     print(text)
     return text
+
+
+def report_imports(*modules: str) -> None:
+    """Print ``<module>=<True|False>``: whether each module can be imported where the task runs."""
+    import importlib.util
+
+    for name in modules:
+        print(f"{name}={importlib.util.find_spec(name) is not None}")
+
+
+def print_lines(count: int, delay: float = 0.0) -> None:
+    """Print ``line <i>`` ``count`` times, ``delay`` seconds apart (output that arrives over time)."""
+    for i in range(count):
+        print(f"line {i}", flush=True)
+        time.sleep(delay)
+
+
+def ignore_sigterm_then_sleep(seconds: float = 60.0) -> None:
+    """Ignore SIGTERM (as a task stuck in a C call would), print ``ready``, then sleep."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("ready", flush=True)
+    time.sleep(seconds)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import runyard as run
+from runyard import plugins
 from runyard.errors import PluginNotInstalledError
 from runyard.plugins import reset_plugin_manager
 
@@ -74,17 +75,44 @@ def test_local_executor_is_the_local_plugins_class() -> None:
 
 
 # ------------------------------------------------------------------------------ missing plugins
-def test_a_name_from_a_plugin_that_is_not_installed_says_what_to_install() -> None:
+@pytest.fixture
+def absent_plugin(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A public name that a known plugin distribution provides, which is not installed here
+    (every plugin of this repository is installed in the development venv)."""
+    monkeypatch.setitem(plugins.KNOWN_EXPORTS, "QuantumExecutor", "runyard-quantum")
+    return "QuantumExecutor"
+
+
+def test_a_name_from_a_plugin_that_is_not_installed_says_what_to_install(absent_plugin: str) -> None:
     with pytest.raises(ImportError) as err:
-        run.SlurmExecutor  # noqa: B018
+        getattr(run, absent_plugin)
 
     assert isinstance(err.value, PluginNotInstalledError)
-    assert "pip install runyard-slurm" in str(err.value)
+    assert str(err.value) == (
+        "run.QuantumExecutor is provided by the runyard-quantum plugin, which is not installed: "
+        "pip install runyard-quantum"
+    )
 
 
-def test_from_import_of_a_missing_plugins_name_raises_the_same_error() -> None:
-    with pytest.raises(PluginNotInstalledError, match="pip install runyard-slurm"):
-        from runyard import SlurmExecutor  # noqa: F401
+def test_from_import_of_a_missing_plugins_name_raises_the_same_error(absent_plugin: str) -> None:
+    with pytest.raises(PluginNotInstalledError, match="pip install runyard-quantum"):
+        from runyard import QuantumExecutor  # type: ignore[attr-defined]  # noqa: F401
+
+
+def test_a_blocked_plugins_name_says_it_is_blocked() -> None:
+    code = (
+        "import runyard as run\n"
+        "try:\n    run.SlurmExecutor\nexcept ImportError as e:\n    print(type(e).__name__, e)\n"
+    )
+    env = {**os.environ, "RUNYARD_BLOCK_PLUGINS": "runyard-slurm"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, env=env
+    ).stdout
+
+    assert out == (
+        "PluginNotInstalledError run.SlurmExecutor is provided by the runyard-slurm plugin, "
+        "which RUNYARD_BLOCK_PLUGINS blocks\n"
+    )
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

@@ -5,8 +5,17 @@ test keeps it equal to the spec's copy when that is present. Each block runs in 
 namespace with ``import nemo_run as run`` read as ``import runyard as run``. Only two
 other changes are made to what a block runs, both spelled out where they happen:
 
-- ``run.SlurmExecutor`` and ``run.DockerExecutor`` stand in as ``LocalExecutor`` until
-  their plugins exist (:class:`LocalStandIns`, the one place to delete when they land);
+- ``run.SlurmExecutor`` is the real one, on the test bed's one-node Slurm cluster reached
+  over SSH, with the guide's resources scaled to what that cluster has (:meth:`GuideRun.
+  slurm_executor`): the guide asks for ``nodes=2``/``4`` and ``gpus_per_node=4``/``8``, the
+  cluster has one node with 2 (fake) GPUs, so ``nodes`` becomes at most 1 and
+  ``gpus_per_node`` at most 2; the guide's arguments are recorded as written and checked
+  (``requested``). The cluster defaults (``RUNYARD_SLURM_*``) point at the test cluster, so
+  the guide's calls need no tunnel argument, as the guide writes them; the executor ships
+  tests/ as the task's code (``code=``), where the guide's task classes live;
+- ``run.DockerExecutor`` is the real one, on the test bed's Docker engine: the image of a
+  ``run.DockerExecutor()`` (``$RUNYARD_DOCKER_IMAGE``) is the test bed's Python image, as
+  there is no registry to pull the default from (the scenarios that use it set it);
 - absolute paths the guide writes to or reads from (``/checkpoints/best_model.pt``,
   ``/logs/training.log``, ``/path/to/snapshot.json``) are rewritten under the test's
   temporary folder (:meth:`GuideRun.run`'s ``paths``).
@@ -105,20 +114,39 @@ def test_every_block_has_a_scenario():
 
 # ----------------------------------------------------------------------------- running a block
 class LocalStandIns:
-    """``run`` for a guide block while runyard-slurm and runyard-docker do not exist yet.
+    """``run`` for a guide block: the real ``runyard`` module, with the executors' arguments
+    recorded in ``requested``.
 
-    ``SlurmExecutor(...)`` and ``DockerExecutor(...)`` accept the guide's arguments, record
-    them in ``requested`` and return ``run.LocalExecutor()``; every other name is the real
-    ``runyard`` module's. Delete this class (and pass ``runyard`` itself) when the plugins land.
+    ``DockerExecutor(...)`` is the real one. ``SlurmExecutor(...)`` is the real one with its
+    resources scaled to the test cluster by ``scale`` (:meth:`GuideRun.scaled_executor`).
+    Names in ``STOOD_IN`` (none now) would return ``run.LocalExecutor()`` instead.
     """
 
-    STOOD_IN = ("SlurmExecutor", "DockerExecutor")
+    STOOD_IN: tuple[str, ...] = ()
+    RECORDED = ("DockerExecutor",)  # real, and its arguments recorded too
+    SCALED = ("SlurmExecutor",)  # real, arguments recorded, resources scaled by ``scale``
 
     def __init__(self, module: Any) -> None:
         self._module = module
         self.requested: list[tuple[str, dict[str, Any]]] = []
+        self.scale: Callable[[str, dict[str, Any]], Any] | None = None  # set by GuideRun
 
     def __getattr__(self, name: str) -> Any:
+        if name in self.SCALED:
+
+            def scaled(**kwargs: Any) -> Any:
+                self.requested.append((name, dict(kwargs)))
+                assert self.scale is not None
+                return self.scale(name, kwargs)
+
+            return scaled
+        if name in self.RECORDED:
+
+            def recorded(**kwargs: Any) -> Any:
+                self.requested.append((name, kwargs))
+                return getattr(self._module, name)(**kwargs)
+
+            return recorded
         if name in self.STOOD_IN:
 
             def stand_in(**kwargs: Any) -> Any:
@@ -139,6 +167,41 @@ class GuideRun:
     monkeypatch: pytest.MonkeyPatch
     run: LocalStandIns = field(default_factory=lambda: LocalStandIns(runyard))
     output: str = ""
+    request: pytest.FixtureRequest | None = None  # for fixtures only some scenarios need
+
+    def __post_init__(self) -> None:
+        self.run.scale = self.scaled_executor
+
+    def scaled_executor(self, name: str, kwargs: dict[str, Any]) -> Any:
+        """A real ``run.SlurmExecutor`` for the guide's arguments, on the test cluster.
+
+        The test cluster has one node with 2 GPUs: ``nodes`` is clamped to 1 and
+        ``gpus_per_node`` to 2 (the guide's values are recorded in ``requested`` first).
+        Every other argument is the guide's. The cluster comes from the defaults
+        (``RUNYARD_SLURM_*``), as for any user: no tunnel argument is added.
+        """
+        assert name == "SlurmExecutor" and self.request is not None
+        cluster = self.request.getfixturevalue("slurm_cluster")
+        job_dir = f"{cluster.job_dir}/guide-{os.getpid()}-{id(self)}"
+        for var, value in {"HOST": cluster.host, "PORT": str(cluster.port), "USER": cluster.user,
+                           "KEY": cluster.key, "KNOWN_HOSTS": cluster.known_hosts, "JOB_DIR": job_dir,
+                           "CONFIG": str(self.tmp_path / "no-slurm.toml")}.items():  # fmt: skip
+            self.monkeypatch.setenv(f"RUNYARD_SLURM_{var}", value)
+        if not getattr(self, "_cleanup", False):
+            self._cleanup = True
+            self.request.addfinalizer(lambda: _remove_remote(cluster, job_dir))
+        scaled = dict(kwargs)
+        scaled["nodes"] = min(int(kwargs.get("nodes", 1)), 1)
+        if kwargs.get("gpus_per_node") is not None:
+            scaled["gpus_per_node"] = min(int(kwargs["gpus_per_node"]), cluster.gpus)
+        return runyard.SlurmExecutor(**scaled, code=str(HERE.parent))
+
+    def docker_engine(self) -> Any:
+        """The test bed's Docker engine; ``run.DockerExecutor()`` then uses its image."""
+        assert self.request is not None
+        engine = self.request.getfixturevalue("docker_engine")
+        self.monkeypatch.setenv("RUNYARD_DOCKER_IMAGE", engine.image)
+        return engine
 
     def run_block(self, *, paths: dict[str, str] | None = None, **names: Any) -> dict[str, Any]:
         """Execute the block in a fresh namespace: the guide's undefined names, ``run``
@@ -193,8 +256,9 @@ def test_guide_block(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     no_process_left: None,
+    request: pytest.FixtureRequest,
 ) -> None:
-    SCENARIOS[block.heading](GuideRun(block, tmp_path, capsys, monkeypatch))
+    SCENARIOS[block.heading](GuideRun(block, tmp_path, capsys, monkeypatch, request=request))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -204,6 +268,36 @@ def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def docker_containers(engine: Any, experiment_id: str) -> list[Any]:
+    """The containers of an experiment on the test bed's engine, found by their label."""
+    import docker
+
+    client = docker.DockerClient(base_url=engine.docker_host)
+    try:
+        label = f"runyard.experiment={experiment_id}"
+        return client.containers.list(all=True, sparse=True, filters={"label": label})
+    finally:
+        client.close()
+
+
+def _remove_remote(cluster: Any, job_dir: str) -> None:
+    """Remove a guide scenario's job folder from the test cluster (over SSH)."""
+    import shlex
+
+    from runyard_slurm.tunnel import session_for
+
+    tunnel = runyard.SSHTunnel(cluster.host, cluster.user, port=cluster.port, identity=cluster.key,
+                               known_hosts=cluster.known_hosts, job_dir=job_dir)  # fmt: skip
+    session_for(tunnel).run(f"rm -rf {shlex.quote(job_dir)}")
+
+
+def on_slurm(exp: Any, task_id: str) -> Any:
+    """The executor of a task that ran as a Slurm job (checked against the cluster's answer)."""
+    task = {t.id: t for t in exp.tasks}[task_id]
+    assert task.executor.kind == "slurm" and task.job_id.replace("_", "").isdigit()
+    return task.executor
 
 
 def states(exp: Any) -> dict[str, str]:
@@ -272,6 +366,8 @@ def _individual_tasks(guide: GuideRun) -> None:
     assert exp.run() == "SUCCEEDED"
     assert "batch_size=32" in exp.get_logs("model-training").stdout
     assert "/data/raw -> /data/processed" in exp.get_logs("data-preprocessing").stdout
+    training = on_slurm(exp, "model-training")  # scaled to the test cluster: 1 node, 2 GPUs
+    assert (training.partition, training.nodes, training.gpus_per_node) == ("gpu", 1, 2)
 
 
 @scenario("Adding Task Groups")
@@ -286,10 +382,15 @@ def _task_groups(guide: GuideRun) -> None:
     assert tasks["model-evaluation"].start_time >= max(tasks[i].end_time for i in task_ids)
     assert "lr=0.0001" in exp.get_logs("model-variants-1").stdout
     assert "model_size=70b" in exp.get_logs("model-variants-2").stdout
+    assert guide.run.requested == [("SlurmExecutor", {"partition": "gpu", "nodes": 1, "gpus_per_node": 8})]
+    assert [on_slurm(exp, i).gpus_per_node for i in task_ids] == [2, 2, 2]
+    array = {tasks[i].job_id.split("_")[0] for i in task_ids}
+    assert len(array) == 1  # the group went to Slurm as one job array
 
 
 @scenario("Task Dependencies and Workflows")
 def _dependencies(guide: GuideRun) -> None:
+    engine = guide.docker_engine()
     ns = guide.run_block()
     pipeline = ns["pipeline"]
     chain = ["data-preparation", "model-training", "model-evaluation", "model-deployment"]
@@ -302,6 +403,11 @@ def _dependencies(guide: GuideRun) -> None:
     assert pipeline.run() == "SUCCEEDED"
     assert ran_in_order(pipeline, chain)
     assert "accuracy: 0.9100" in pipeline.get_logs("model-evaluation").stdout
+    assert on_slurm(pipeline, "model-training").nodes == 1
+    deployment = {t.id: t for t in pipeline.tasks}["model-deployment"]
+    assert deployment.executor.image == engine.image
+    assert pipeline.get_logs("model-deployment").stdout == "deployed /checkpoints/best\n"
+    wait_for(lambda: not docker_containers(engine, pipeline.experiment_id), "its container to be removed")
 
 
 @scenario("Using Plugins")
@@ -315,6 +421,7 @@ def _plugins(guide: GuideRun) -> None:
     }
     assert exp.run() == "SUCCEEDED"
     assert "precision=bf16-mixed" in exp.get_logs(task.id).stdout
+    assert on_slurm(exp, task.id).partition == "gpu"
 
 
 @scenario("Launching Experiments")
@@ -625,3 +732,4 @@ def _resources(guide: GuideRun) -> None:
     assert guide.run.requested == [("SlurmExecutor", {"partition": "gpu", "nodes": 1, "gpus_per_node": 8})]
     assert exp.run() == "SUCCEEDED"
     assert len(exp.tasks) == 1
+    assert on_slurm(exp, exp.tasks[0].id).gpus_per_node == 2

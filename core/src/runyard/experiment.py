@@ -499,7 +499,9 @@ class Experiment:
         out: dict[str, str] = {}
         for task in self._store.tasks(self._id):
             executor = self._executor_of(task)
-            spec = job_spec(record, task, executor, task.attempts + 1, self._store.task_dir(self._id, task.id))
+            spec = job_spec(
+                record, task, executor, task.attempts + 1, self._store.task_dir(self._id, task.id)
+            )
             out[task.id] = plugin_manager().backend(executor.kind).dry_run(spec)
         stream = file if file is not None else sys.stdout
         for task_id, text in out.items():
@@ -714,6 +716,8 @@ class Experiment:
         attempt = max(task.attempts, 1)
         offset = 0
         while True:
+            if follow:
+                self._sync()  # no driver (self-driving jobs): read the backend's news, or never end
             task = self._task(task_id)
             if task.attempts >= attempt and task.attempts > 0:
                 ref, source = self._log_ref(task, attempt)

@@ -85,7 +85,8 @@ def status_of_ended_job(result: dict[str, Any] | None, backend_reason: str | Non
 
 def relocated_task_json(task_dir: str, package: CodePackage | None, remote_code_root: str | None) -> bytes:
     """The task's ``task.json`` for a job that runs elsewhere, with the script and import
-    paths moved into the shipped code (paths outside the code are kept as they are)."""
+    paths moved into the shipped code (paths outside the code are kept as they are): the
+    launching script, the import paths, and a Script task's absolute ``path``."""
     with open(os.path.join(task_dir, TASK), "rb") as f:
         spec = json.load(f)
     if package is not None and remote_code_root:
@@ -95,6 +96,10 @@ def relocated_task_json(task_dir: str, package: CodePackage | None, remote_code_
             spec["python_path"].append(root)
         if spec.get("main_path"):
             spec["main_path"] = package.relocate(spec["main_path"], root)
+        task = spec.get("task")
+        script = isinstance(task, dict) and task.get("__runyard__") == "script"
+        if script and os.path.isabs(task.get("path") or ""):
+            task["path"] = package.relocate(task["path"], root)  # a Script's file
     return json.dumps(spec).encode()
 
 

@@ -214,12 +214,17 @@ _converter: cattrs.Converter | None = None
 
 
 def converter() -> cattrs.Converter:
-    """The project's own cattrs converter (never the global one)."""
+    """The project's own cattrs converter (never the global one).
+
+    Unions of JSON scalars (``int | str | None``: ``gpus=2`` or ``gpus="all"``) pass through
+    as they are when their type is one of the union's."""
     global _converter
     if _converter is None:
         import cattrs
+        from cattrs.strategies import configure_union_passthrough
 
         _converter = cattrs.Converter(forbid_extra_keys=True)
+        configure_union_passthrough(int | str | bool | float | None, _converter)
     return _converter
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 
+
 def _redact(env: dict[str, str] | None) -> tuple[dict[str, str] | None, list[str]]:
     if not env:
         return env, []

@@ -5,7 +5,8 @@ plugin), so tasks run on a small executor kind of the tests' own, registered per
 the ``process_executor`` fixture.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: cattrs resolves ProcessExecutor's annotations by
+# its module's name, "conftest", which names whichever conftest.py pytest imported last.
 
 import os
 import signal
@@ -29,6 +30,11 @@ class ProcessExecutor(Executor):
     """Each task a child process of the driver (a test executor kind, not runyard-local)."""
 
     kind: ClassVar[str] = "mixed-precision-test-process"
+
+
+# Resolve its annotations now, while this module is the one named "conftest" (pytest names
+# every conftest.py so; cattrs would otherwise look them up in whichever came last).
+attrs.resolve_types(ProcessExecutor)
 
 
 class ProcessBackend(Backend):

@@ -1,0 +1,423 @@
+"""``DockerBackend``: every attempt of a task is one container.
+
+The container runs runyard's in-job runner on the task's folder, bind-mounted, so the
+runner's files (logs, journal, heartbeat, ``result.json``) land on this machine as the
+task runs. Every container carries the labels ``runyard.experiment``, ``runyard.task`` and
+``runyard.attempt``; the job id is the container's short id and the handle keeps its full
+id, so any process finds it.
+
+- status: one container listing per experiment and poll, cross-checked with the runner's
+  ``result.json``: the runner's exit code decides, so a failing command is FAILED with its
+  code; a container that ended without a result, or vanished, is FAILED (lost) with what
+  the engine knows (exit code, out of memory, its last output line).
+- a finished container is removed once its result is read and its own output (the
+  runner's errors, normally empty) is saved as ``runner.log`` in the attempt folder.
+- cancel: ``stop`` (SIGTERM, then SIGKILL after ``cancel_grace``), then removal; pause and
+  resume: ``pause`` / ``unpause`` (the cgroup freezer).
+- the driver sleeps on the engine's event stream (see ``events.py``) and wakes when a
+  container ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from runyard.errors import BackendError
+from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
+from runyard.jobfiles import read_local_result, status_of_ended_job
+from runyard.states import State
+
+from runyard_docker import spec as specs
+from runyard_docker.client import connect, docker_host, engine_errors
+from runyard_docker.events import ExitWatcher
+from runyard_docker.executor import IMAGE_ENV, DockerExecutor
+from runyard_docker.staging import (
+    CONTAINER_TASK_JSON,
+    CodeStager,
+    container_pythonpath,
+    container_task_json,
+    stage_attempt,
+)
+
+RUNNER_LOG = "runner.log"
+LAUNCH_THREADS = 8  # containers created and started at once by launch_many
+_ENDED = ("exited", "dead", "removing")
+EXIT_WAIT = 5.0  # seconds a container may take to exit once its runner has written the result
+
+
+def _short(container_id: str) -> str:
+    return container_id[:12]
+
+
+class Reaper:
+    """Runs clean-up jobs (save a container's output, remove it) one after the other in a
+    thread of their own, so the driver launches the next task without waiting for them.
+
+    The thread is not a daemon: a process that exits waits for its clean-ups first. It ends
+    when there is nothing left to do and a new one starts with the next job.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: collections.deque[Callable[[], object]] = collections.deque()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, job: Callable[[], object]) -> None:
+        with self._lock:
+            self._jobs.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="runyard-docker-reaper", daemon=False)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._thread = None
+                    return
+                job = self._jobs.popleft()
+            try:
+                job()
+            except Exception:  # noqa: S110  a clean-up that failed leaves a container for the next poll
+                pass
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the clean-ups queued so far."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+
+class DockerBackend(Backend):
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._image_lock = threading.Lock()
+        self._images: set[str] = set()  # images known to be on the engine
+        self._code = CodeStager()
+        self._watcher = ExitWatcher(connect)
+        self._reaper = Reaper()
+        self._exiting: dict[str, float] = {}  # container id -> when its result was seen while it ran
+
+    def client(self) -> Any:
+        """The docker SDK client, created on first use (BackendError if the daemon is down)."""
+        with self._lock:
+            if self._client is None:
+                self._client = connect()
+            return self._client
+
+    # --- the container spec ----------------------------------------------------------------
+    def container_spec(self, job: JobSpec, *, stage: bool) -> dict[str, Any]:
+        """``containers.create`` arguments for ``job``; with ``stage``, the host folders the
+        container mounts are made (code unpacked, attempt folder, container task.json)."""
+        executor = job.executor
+        assert isinstance(executor, DockerExecutor)
+        code = self._code.code(job, executor, unpack=stage)
+        task_spec = container_task_json(job, code)
+        if stage:
+            task_json = stage_attempt(job, executor, task_spec)
+        else:
+            task_json = os.path.join(os.path.abspath(job.attempt_dir), CONTAINER_TASK_JSON)
+        pythonpath = container_pythonpath(code, os.environ.get("PYTHONPATH"), job.cwd)
+        return specs.container_spec(
+            job, executor, code=code, task_spec=task_spec, task_json=task_json, pythonpath=pythonpath
+        )
+
+    # --- launch ---------------------------------------------------------------------------
+    def launch_many(self, jobs: Sequence[JobSpec]) -> list[Launched | Exception]:
+        if len(jobs) < 2:
+            return super().launch_many(jobs)
+        # creating and starting a container is mostly waiting for the engine: overlap them
+        with ThreadPoolExecutor(max_workers=min(LAUNCH_THREADS, len(jobs))) as pool:
+            futures = [pool.submit(self.launch, job) for job in jobs]
+        out: list[Launched | Exception] = []
+        for future in futures:
+            exc = future.exception()
+            out.append(future.result() if exc is None else exc)  # type: ignore[arg-type]
+        return out
+
+    def _launch(self, job: JobSpec) -> Launched:
+        executor = job.executor
+        assert isinstance(executor, DockerExecutor)
+        missing = specs.missing_volume_sources(job, executor)
+        if missing:
+            raise BackendError(
+                f"volume source {missing[0]} does not exist on this machine (DockerExecutor.volumes"
+                f" {executor.volumes!r}); create it, or fix the path"
+            )
+        client = self.client()
+        self._ensure_image(client, executor.image)
+        spec = self.container_spec(job, stage=True)
+        self._watcher.start()  # subscribed before the container can end
+        container_id = self._create(client, job, spec)
+        import docker.errors
+
+        try:
+            with engine_errors(f"the container of task {job.task_id} did not start"):
+                client.api.start(container_id)
+        except BackendError as exc:
+            try:
+                client.api.remove_container(container_id, force=True)
+            except docker.errors.DockerException:
+                pass
+            hint, program, said = "", spec["command"][0], str(exc)
+            if program in said and ("executable file not found" in said or "no such file" in said):
+                hint = f"; does image {executor.image!r} have {program!r}? (DockerExecutor.python)"
+            raise BackendError(f"{exc}{hint}") from None
+        return Launched(
+            job_id=_short(container_id),
+            handle={
+                "container": container_id,
+                "name": spec.get("name"),
+                "experiment": job.experiment_id,
+                "task": job.task_id,
+            },
+            state=State.RUNNING,
+        )
+
+    def _ensure_image(self, client: Any, image: str) -> None:
+        """The image is on the engine, pulled if it was not; else a BackendError naming it."""
+        import docker.errors
+
+        with self._image_lock:
+            if image in self._images:
+                return
+            with engine_errors(f"cannot look up image {image!r}"):
+                try:
+                    client.images.get(image)
+                    self._images.add(image)
+                    return
+                except docker.errors.ImageNotFound:
+                    pass
+            try:
+                client.images.pull(image)
+            except docker.errors.DockerException as exc:
+                said = getattr(exc, "explanation", None) or str(exc)
+                raise BackendError(
+                    f"image {image!r} is not on the Docker engine at {docker_host()} and cannot be pulled"
+                    f" ({said}); build or load it there (docker build, docker load, docker import), or"
+                    f" choose another image: DockerExecutor(image=...), or ${IMAGE_ENV} for the default"
+                ) from None
+            self._images.add(image)
+
+    def _create(self, client: Any, job: JobSpec, spec: dict[str, Any]) -> str:
+        import docker.errors
+
+        with engine_errors(f"cannot create the container of task {job.task_id}"):
+            try:
+                return str(client.containers.create(**spec).id)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409 or "name" not in spec:
+                    raise
+            # a container of that name exists (left by a crash of an earlier run): keep it
+            # for inspection and let the engine name this one
+            return str(client.containers.create(**{k: v for k, v in spec.items() if k != "name"}).id)
+
+    # --- status ---------------------------------------------------------------------------
+    def _poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
+        self._watcher.drain()  # before listing, so a container that ends meanwhile wakes us again
+        client = self.client()
+        experiments = {job.handle.get("experiment") for job in jobs}
+        rows: dict[str, dict[str, Any]] = {}
+        with engine_errors("cannot list runyard's containers"):
+            for experiment in experiments:
+                label = f"{specs.LABEL_EXPERIMENT}={experiment}" if experiment else specs.LABEL_TASK
+                for row in client.api.containers(all=True, filters={"label": label}):
+                    rows[row["Id"]] = row
+        out: dict[str, JobStatus] = {}
+        for job in jobs:
+            container_id = str(job.handle.get("container") or job.job_id)
+            row = rows.get(container_id)
+            if row is None:
+                self._exiting.pop(container_id, None)
+                result = read_local_result(job.attempt_dir)
+                out[job.job_id] = status_of_ended_job(
+                    result,
+                    None
+                    if result
+                    else f"lost: its container {job.job_id} is gone (removed by hand?) and left no result",
+                )
+                continue
+            state = row.get("State")
+            if state == "paused":
+                out[job.job_id] = JobStatus(State.PAUSED)
+            elif state == "created":
+                out[job.job_id] = JobStatus(State.SUBMITTED)
+            elif state in _ENDED:
+                out[job.job_id] = self._ended(client, job, container_id)
+            else:  # running, restarting
+                out[job.job_id] = self._running(client, job, container_id)
+        return out
+
+    def _running(self, client: Any, job: JobRef, container_id: str) -> JobStatus:
+        """A container the engine lists as running. With a result from its runner, it is
+        exiting (the "die" event comes a moment before the listing changes): look again very
+        soon rather than report the end now, so the next task does not start while this
+        container is torn down (that doubles the start time); one still there after
+        EXIT_WAIT seconds (a process of the task that will not end) is ended for good."""
+        if read_local_result(job.attempt_dir) is None:
+            self._exiting.pop(container_id, None)
+            return JobStatus(State.RUNNING)
+        now = time.monotonic()
+        if now - self._exiting.setdefault(container_id, now) < EXIT_WAIT:
+            return JobStatus(State.RUNNING)
+        return self._ended(client, job, container_id)
+
+    def _ended(self, client: Any, job: JobRef, container_id: str) -> JobStatus:
+        """The status of an attempt whose container has ended; the container is then removed."""
+        self._exiting.pop(container_id, None)
+        result = read_local_result(job.attempt_dir)
+        if result is not None:
+            self._reaper.add(lambda: self._finish(client, job, container_id))
+            return status_of_ended_job(result)
+        import docker.errors
+
+        code: int | None = None
+        program, image = "", ""
+        why = "the container ended"
+        try:
+            info = client.api.inspect_container(container_id)
+            state = info["State"]
+            code = int(state.get("ExitCode", 0))
+            program = (info["Config"].get("Cmd") or [""])[0]
+            image = info["Config"].get("Image") or ""
+            why = f"the container exited with code {code}"
+            if state.get("OOMKilled"):
+                why += " (out of memory)"
+            if state.get("Error"):
+                why += f": {state['Error']}"
+        except (docker.errors.DockerException, KeyError, TypeError, ValueError):
+            pass
+        output = self._finish(client, job, container_id)
+        last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
+        said = f"; it said: {last}" if last else ""
+        if code == 127 and program:  # the runner's interpreter could not be started
+            reason = (
+                f"the in-job runner did not start in the container (exit code 127{said}); does image"
+                f" {image!r} have {program!r}? (DockerExecutor.python)"
+            )
+        else:
+            reason = f"lost: {why} before the runner wrote a result{said}"
+        status = status_of_ended_job(None, reason)
+        status.exit_code = code
+        return status
+
+    def _finish(self, client: Any, job: JobRef, container_id: str) -> str:
+        """Save the container's own output as runner.log, then remove it; returns that output."""
+        import docker.errors
+
+        output = b""
+        try:
+            output = client.api.logs(container_id, stdout=True, stderr=True)
+            if output:
+                with open(os.path.join(job.attempt_dir, RUNNER_LOG), "ab") as f:
+                    f.write(output)
+        except (docker.errors.DockerException, OSError):
+            pass
+        try:
+            client.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress (another process)
+                raise BackendError(
+                    f"cannot remove container {_short(container_id)}: {exc.explanation}"
+                ) from None
+        return output.decode("utf-8", "replace")
+
+    # --- control --------------------------------------------------------------------------
+    def _state(self, client: Any, container_id: str) -> str | None:
+        """The container's state (``running``, ``paused``, ``exited``...), None if it is gone."""
+        import docker.errors
+
+        try:
+            return str(client.api.inspect_container(container_id)["State"]["Status"])
+        except docker.errors.NotFound:
+            return None
+
+    def _cancel(self, job: JobRef) -> None:
+        client = self.client()
+        container_id = str(job.handle.get("container") or job.job_id)
+        with engine_errors(f"cannot cancel task container {job.job_id}"):
+            state = self._state(client, container_id)
+            if state is None:
+                return
+            if state == "paused":  # a frozen process cannot handle SIGTERM
+                client.api.unpause(container_id)
+        if state in _ENDED or state == "created":
+            self._finish(client, job, container_id)
+            return
+        executor = job.executor
+        grace = executor.cancel_grace if isinstance(executor, DockerExecutor) else 10.0
+        # the engine sends SIGTERM, waits, then SIGKILLs; a non-daemon thread waits for it, so
+        # that this call returns at once yet even a short-lived process leaves nothing behind
+        stopper = threading.Thread(target=self._stop, args=(client, job, container_id, grace), daemon=False)
+        stopper.start()
+        stopper.join(timeout=min(grace, 0.5))
+
+    def _stop(self, client: Any, job: JobRef, container_id: str, grace: float) -> None:
+        import docker.errors
+
+        try:
+            client.api.stop(container_id, timeout=math.ceil(grace))
+            if self._state(client, container_id) in ("running", "paused", "restarting"):
+                client.api.kill(container_id)
+            self._finish(client, job, container_id)
+        except (docker.errors.DockerException, BackendError, OSError):
+            pass  # gone meanwhile, or the engine is down: nothing more to do from here
+
+    def _pause(self, job: JobRef) -> None:
+        self._control(job, "pause")
+
+    def _resume(self, job: JobRef) -> None:
+        self._control(job, "unpause")
+
+    def _control(self, job: JobRef, action: str) -> None:
+        import docker.errors
+
+        client = self.client()
+        container_id = str(job.handle.get("container") or job.job_id)
+        verb = "pause" if action == "pause" else "resume"
+        with engine_errors(f"cannot {verb} task container {job.job_id}"):
+            try:
+                getattr(client.api, action)(container_id)
+            except docker.errors.NotFound:
+                raise BackendError(f"task container {job.job_id} is gone: nothing to {verb}") from None
+
+    # --- waiting, dry run, closing ----------------------------------------------------------
+    def wakeup_fds(self, jobs: Sequence[JobRef]) -> list[int]:
+        fd = self._watcher.fd() if jobs else None
+        return [fd] if fd is not None else []
+
+    def poll_interval(self) -> float:
+        if self._exiting:
+            return 0.02
+        return 2.0 if self._watcher.watching() else 0.25
+
+    def dry_run(self, job: JobSpec) -> str:
+        executor = job.executor
+        assert isinstance(executor, DockerExecutor)
+        spec = self.container_spec(job, stage=False)
+        lines = [
+            f"docker: would create and start this container for task {job.task_id}"
+            f" on the engine at {docker_host()} (containers.create arguments):",
+            specs.describe(spec),
+        ]
+        for path in specs.missing_volume_sources(job, executor):
+            lines.append(f"! volume source {path} does not exist: the launch would fail")
+        return "\n".join(lines)
+
+    def _close(self) -> None:
+        self._reaper.join(timeout=60)
+        self._watcher.close()
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

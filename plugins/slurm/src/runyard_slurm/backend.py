@@ -1,0 +1,510 @@
+"""``SlurmBackend``: tasks as Slurm batch jobs, submitted and watched over one connection.
+
+Launching a batch of tasks is one command on the cluster (``sbatch.submit_command``): the
+job files (task.json, the sbatch scripts, the in-job runner the first time) travel as a tar
+on its stdin, and every script is submitted with ``sbatch --parsable``. The user's code
+travels once per version (``runyard.packaging``), unpacked in ``<job_dir>/code/<sha>``.
+Tasks launched together on identical executors with the same dependencies become one job
+array. A task whose dependencies are all live jobs of the same cluster is submitted at
+once, chained with ``--dependency=afterok:...`` and ``--kill-on-invalid-dep=yes``.
+
+Polling is one ``squeue`` for every job (then ``sacct`` for jobs squeue forgot, and the
+runner's ``result.json`` over SFTP for jobs that ended), and backs off while nothing
+changes. See ``status.py`` for how Slurm's states become task states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shlex
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from runyard.errors import BackendError
+from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
+from runyard.jobfiles import (
+    HEARTBEAT,
+    RESULT,
+    heartbeat_is_stale,
+    parse_result,
+    relocated_task_json,
+    runner_path,
+)
+from runyard.packaging import CodePackage, package_code
+from runyard.states import State
+
+from runyard_slurm import sbatch, status
+from runyard_slurm.config import load_defaults
+from runyard_slurm.executor import LocalTunnel, SlurmExecutor, SSHTunnel, default_tunnel
+from runyard_slurm.layout import Layout, layout, split_task_dir
+from runyard_slurm.tunnel import Session, pool_key, session_for
+
+POLL_MIN = 0.5  # seconds between polls right after something changed
+POLL_GROWTH = 1.5  # the wait grows by this factor per poll that brings no news
+LOST_GRACE = 10.0  # seconds a job may stay ended (or unknown) without a result before it is lost
+_GONE = ("already completing or completed", "Invalid job id", "has already finished", "already finished")
+
+
+def tunnel_of(executor: Any) -> SSHTunnel | LocalTunnel:
+    if not isinstance(executor, SlurmExecutor):
+        raise BackendError(f"the Slurm backend got a {type(executor).__name__}")
+    return executor.tunnel if executor.tunnel is not None else default_tunnel()
+
+
+def _runner_files() -> tuple[str, dict[str, bytes]]:
+    files = {}
+    for name in ("runner.py", "runner.sh"):
+        with open(runner_path(name), "rb") as f:
+            files[name] = f.read()
+    digest = hashlib.sha256(b"".join(files[n] for n in sorted(files))).hexdigest()
+    return digest, files
+
+
+class _Tar:
+    """The job files of one submission, as a tar stream (paths relative to the job folder)."""
+
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+        self.tar = tarfile.open(fileobj=self.buffer, mode="w", format=tarfile.PAX_FORMAT)
+        self.dirs: set[str] = set()
+
+    def add(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = mode
+        info.mtime = int(time.time())
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def add_dir(self, name: str) -> None:
+        if name in self.dirs:
+            return
+        self.dirs.add(name)
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        info.mtime = int(time.time())
+        self.tar.addfile(info)
+
+    def bytes(self) -> bytes:
+        self.tar.close()
+        return self.buffer.getvalue()
+
+
+class SlurmBackend(Backend):
+    """Launches, polls and controls Slurm jobs; see the module docstring."""
+
+    self_driving = True
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._packages: dict[tuple[str, str | None, str | None], CodePackage | None] = {}
+        # (session id, experiment id, remote path) known to exist: checked once per experiment,
+        # so a job folder cleaned up meanwhile is filled again
+        self._present: set[tuple[int, str, str]] = set()
+        self._runner_sha, self._runner = _runner_files()
+        self._accounting: dict[int, bool] = {}  # session id -> sacct works
+        self._undecided: dict[str, float] = {}  # job id -> when it was first seen ended without result
+        self._last: dict[str, State] = {}
+        self._interval = POLL_MIN
+        self._next_poll = 0.0
+        self._polled: set[str] = set()
+        self._poll_max = max(POLL_MIN, load_defaults().poll_max)
+
+    # --- where ---------------------------------------------------------------------------
+    def _where(self, executor: Any) -> tuple[Session, Layout]:
+        tunnel = tunnel_of(executor)
+        session = session_for(tunnel)
+        return session, layout(session, tunnel)
+
+    @staticmethod
+    def _by_cluster(executors: Sequence[Any]) -> dict[tuple[Any, ...], list[int]]:
+        """Indexes of ``executors`` grouped by connection and job folder, without any I/O
+        (so an unreachable cluster costs one retry period per poll or launch, not one per job)."""
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, executor in enumerate(executors):
+            tunnel = tunnel_of(executor)
+            groups.setdefault((*pool_key(tunnel), tunnel.job_dir), []).append(index)
+        return groups
+
+    def can_chain(self, job: JobSpec, dependencies: Sequence[JobRef]) -> bool:
+        """Chain when every dependency is a job on the same cluster (host, port, user)."""
+        if not isinstance(job.executor, SlurmExecutor):
+            return False
+        cluster = tunnel_of(job.executor).cluster()
+        return all(
+            isinstance(dep.executor, SlurmExecutor) and tunnel_of(dep.executor).cluster() == cluster
+            for dep in dependencies
+        )
+
+    # --- launching --------------------------------------------------------------------------
+    def _launch(self, job: JobSpec) -> Launched:
+        [result] = self.launch_many([job])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def launch_many(self, jobs: Sequence[JobSpec]) -> list[Launched | Exception]:
+        results: list[Launched | Exception | None] = [None] * len(jobs)
+        for indexes in self._by_cluster([job.executor for job in jobs]).values():
+            batch = [jobs[i] for i in indexes]
+            try:
+                launched = self._submit(batch)
+            except Exception as exc:  # the whole batch failed (connection, tar, ...)
+                error = exc if isinstance(exc, BackendError) else BackendError(f"{type(exc).__name__}: {exc}")
+                launched = [error] * len(batch)
+            for i, item in zip(indexes, launched, strict=True):
+                results[i] = item
+        with self._lock:
+            self._next_poll = time.monotonic() + POLL_MIN
+            self._interval = POLL_MIN
+        return [r if r is not None else BackendError("not launched") for r in results]
+
+    def _package(self, job: JobSpec) -> CodePackage | None:
+        executor = job.executor
+        assert isinstance(executor, SlurmExecutor)
+        key = (job.experiment_id, executor.code, job.cwd)
+        with self._lock:
+            if key not in self._packages:
+                experiment_dir = os.path.dirname(os.path.dirname(job.task_dir))
+                cwd = job.cwd or os.getcwd()
+                self._packages[key] = package_code(executor.code, cwd, os.path.join(experiment_dir, "code"))
+            return self._packages[key]
+
+    def _ship_code(self, session: Session, where: Layout, package: CodePackage, experiment_id: str) -> str:
+        root = where.code_dir(package.sha256)
+        marker = f"{root}/.complete"
+        if (id(session), experiment_id, marker) in self._present:
+            return root
+        if session.stat(marker) is None:
+            session.run(f"mkdir -p {shlex.quote(where.job_dir)}/code")
+            archive = f"{root}.tar.gz"
+            session.upload(package.path, archive)
+            done = session.run(
+                f"mkdir -p {shlex.quote(root)} && tar -x -o -z -f {shlex.quote(archive)} -C {shlex.quote(root)}"
+                f" && touch {shlex.quote(marker)} && rm -f {shlex.quote(archive)}"
+            )
+            if done.exit_code != 0:
+                raise BackendError(f"cannot unpack the code on {session.where}: {done.output}")
+        self._present.add((id(session), experiment_id, marker))
+        return root
+
+    def _job_files(
+        self, job: JobSpec, where: Layout, runner_dir: str, session: Session
+    ) -> tuple[sbatch.JobFiles, bytes]:
+        executor = job.executor
+        assert isinstance(executor, SlurmExecutor)
+        package = self._package(job)
+        code_root = (
+            self._ship_code(session, where, package, job.experiment_id) if package is not None else None
+        )
+        experiment_id, task_id = split_task_dir(job.task_dir)
+        task_dir = where.task_dir(experiment_id, task_id)
+        env = dict(job.env)
+        env["RUNYARD_TASK_DIR"] = task_dir  # the task's folder where it runs
+        if package is not None and code_root is not None:
+            cwd: str | None = package.relocate(os.path.join(package.root, package.cwd), code_root)
+        else:
+            cwd = job.cwd
+        argv = list(job.argv)
+        if (
+            job.is_script
+            and package is not None
+            and code_root is not None
+            and len(argv) > 1
+            and os.path.isabs(argv[1])
+        ):
+            argv[1] = package.relocate(argv[1], code_root)  # Script(path=...): the shipped copy
+        if job.is_script:
+            program, runner = "bash", f"{runner_dir}/runner.sh"
+        else:
+            program, runner = executor.python, f"{runner_dir}/runner.py"
+        files = sbatch.JobFiles(task_id, job.attempt, task_dir, env, program, runner, tuple(argv), cwd)
+        return files, relocated_task_json(job.task_dir, package, code_root)
+
+    def _submit(self, jobs: Sequence[JobSpec]) -> list[Launched | Exception]:
+        session, where = self._where(jobs[0].executor)
+        tar = _Tar()
+        runner_dir = where.runner_dir(self._runner_sha)
+        shipped = (id(session), jobs[0].experiment_id, runner_dir)
+        if shipped not in self._present and session.stat(f"{runner_dir}/runner.sh") is None:
+            for name, data in self._runner.items():
+                tar.add(f"{where.relative(runner_dir)}/{name}", data, 0o755)
+        self._present.add(shipped)
+
+        results: list[Launched | Exception | None] = [None] * len(jobs)
+        prepared: list[tuple[int, sbatch.JobFiles]] = []
+        for index, job in enumerate(jobs):
+            try:
+                files, task_json = self._job_files(job, where, runner_dir, session)
+            except Exception as exc:
+                results[index] = (
+                    exc if isinstance(exc, BackendError) else BackendError(f"{type(exc).__name__}: {exc}")
+                )
+                continue
+            tar.add(where.relative(f"{files.task_dir}/task.json"), task_json)
+            tar.add_dir(where.relative(files.attempt_dir))
+            prepared.append((index, files))
+
+        # one script per job, or per group of identical executors with the same dependencies
+        groups: list[list[tuple[int, sbatch.JobFiles]]] = []
+        for index, files in prepared:
+            job = jobs[index]
+            for group in groups:
+                first = jobs[group[0][0]]
+                if (
+                    job.executor.array  # type: ignore[attr-defined]
+                    and first.executor == job.executor
+                    and [r.job_id for r in first.after] == [r.job_id for r in job.after]
+                ):
+                    group.append((index, files))
+                    break
+            else:
+                groups.append([(index, files)])
+        scripts: list[str] = []
+        for group in groups:
+            job = jobs[group[0][0]]
+            executor = job.executor
+            assert isinstance(executor, SlurmExecutor)
+            after = [r.job_id for r in job.after]
+            output_dir = where.output_dir(job.experiment_id)
+            members = [f for _, f in group]
+            try:
+                if len(group) > 1:
+                    text = sbatch.render(executor, members, experiment_id=job.experiment_id, after=after,
+                                         output_dir=output_dir, array=True)  # fmt: skip
+                    script = f"{output_dir}/array-{uuid.uuid4().hex[:12]}.sh"
+                else:
+                    text = sbatch.render(executor, members, experiment_id=job.experiment_id, after=after,
+                                         output_dir=output_dir)  # fmt: skip
+                    script = f"{members[0].attempt_dir}/job.sh"
+            except BackendError as exc:
+                for index, _ in group:
+                    results[index] = exc
+                scripts.append("")
+                continue
+            tar.add(where.relative(script), text.encode(), 0o700)  # it may hold secrets
+            scripts.append(script)
+
+        to_submit = [s for s in scripts if s]
+        if to_submit:
+            done = session.run(sbatch.submit_command(where.job_dir, to_submit), stdin=tar.bytes())
+            answers = sbatch.parse_submit_output(done.stdout, len(to_submit)) if done.stdout.strip() else []
+            if len(answers) != len(to_submit):
+                raise BackendError(
+                    f"submitting to Slurm on {session.where} failed: {done.output or done.exit_code}"
+                )
+            by_script = dict(zip(to_submit, answers, strict=True))
+            for group, script in zip(groups, scripts, strict=True):
+                if not script:
+                    continue
+                answer = by_script[script]
+                for position, (index, files) in enumerate(group):
+                    if answer.job_id is None:
+                        results[index] = BackendError(answer.error or "sbatch refused the job")
+                        continue
+                    array = len(group) > 1
+                    job_id = f"{answer.job_id}_{position}" if array else answer.job_id
+                    handle = {
+                        "cluster": tunnel_of(jobs[index].executor).cluster(),
+                        "dir": files.task_dir,
+                        "array": answer.job_id if array else None,
+                    }
+                    results[index] = Launched(job_id=job_id, handle=handle, state=State.SUBMITTED)
+        return [r if r is not None else BackendError("not launched") for r in results]
+
+    # --- status ---------------------------------------------------------------------------
+    def _poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
+        now = time.monotonic()
+        ids = {j.job_id for j in jobs}
+        with self._lock:
+            if ids <= self._polled and now < self._next_poll:
+                return {}  # backing off: nothing new to ask about, and not due yet
+        out: dict[str, JobStatus] = {}
+        errors: list[BackendError] = []
+        for indexes in self._by_cluster([job.executor for job in jobs]).values():
+            refs = [jobs[i] for i in indexes]
+            try:
+                session, where = self._where(refs[0].executor)
+                out.update(self._poll_cluster(session, where, refs))
+            except BackendError as exc:  # this cluster is unreachable: no news from it
+                errors.append(exc)
+        if errors and not out:
+            raise errors[0]
+        with self._lock:
+            changed = any(out[j].state is not self._last.get(j) for j in out)
+            for job_id, st in out.items():
+                self._last[job_id] = st.state
+            self._interval = POLL_MIN if changed else min(self._interval * POLL_GROWTH, self._poll_max)
+            self._next_poll = time.monotonic() + self._interval
+            self._polled = ids
+        return out
+
+    def _poll_cluster(self, session: Session, where: Layout, refs: list[JobRef]) -> dict[str, JobStatus]:
+        done = session.run(status.squeue_command(r.job_id for r in refs))
+        if done.exit_code != 0 and not status.squeue_forgot_all(done.stderr):
+            raise BackendError(f"squeue failed on {session.where}: {done.output}")
+        remote_now, known = status.parse_squeue(done.stdout)
+        missing = [r.job_id for r in refs if r.job_id not in known]
+        if missing and self._accounting.get(id(session), True):
+            acct = session.run(status.sacct_command(missing))
+            if acct.exit_code != 0 and status.accounting_missing(acct.stderr + acct.stdout):
+                self._accounting[id(session)] = False
+            elif acct.exit_code == 0:
+                self._accounting[id(session)] = True
+                for job_id, accounted in status.parse_sacct(acct.stdout).items():
+                    known.setdefault(job_id, accounted)
+        out: dict[str, JobStatus] = {}
+        for ref in refs:
+            job = known.get(ref.job_id)
+            attempt_dir = self._attempt_dir(where, ref)
+            result = None
+            if job is None or job.state in status.ENDED:
+                result = parse_result(session.read(f"{attempt_dir}/{RESULT}"))
+            decided = status.job_status(job, result)
+            if decided is None:
+                decided = self._maybe_lost(session, ref, job, attempt_dir, remote_now)
+            else:
+                self._undecided.pop(ref.job_id, None)
+            if decided is not None:
+                out[ref.job_id] = decided
+        return out
+
+    def _attempt_dir(self, where: Layout, ref: JobRef) -> str:
+        task_dir = ref.handle.get("dir") or where.task_dir_of(ref.task_dir)
+        return f"{task_dir}/attempt-{ref.attempt}"
+
+    def _maybe_lost(
+        self,
+        session: Session,
+        ref: JobRef,
+        job: status.SlurmJob | None,
+        attempt_dir: str,
+        remote_now: float | None,
+    ) -> JobStatus | None:
+        """A job that ended (or that Slurm forgot) without a result: lost, unless its runner
+        still beats. One that Slurm says COMPLETED (or forgot) gets a grace period first: a
+        shared file system may show the result late, and success must not be taken for loss.
+        One that Slurm says FAILED has failed whatever the result will say."""
+        now = time.monotonic()
+        since = self._undecided.setdefault(ref.job_id, now)
+        failed_in_slurm = job is not None and job.state == "FAILED"
+        if now - since < LOST_GRACE and not failed_in_slurm:
+            return None
+        if job is None:
+            beat = session.stat(f"{attempt_dir}/{HEARTBEAT}")
+            if beat is None:  # its runner never started: it left the queue (an array element
+                # cancelled while pending leaves no record at all)
+                self._undecided.pop(ref.job_id, None)
+                return JobStatus(
+                    State.CANCELLED, reason=f"job {ref.job_id} left Slurm's queue without starting"
+                )
+            if remote_now is not None and not heartbeat_is_stale(beat.mtime, remote_now):
+                return None  # Slurm forgot it but its runner is alive: wait
+        tail = self._output_tail(session, attempt_dir)
+        if job is None:
+            reason = f"lost: Slurm no longer knows job {ref.job_id} and it left no result"
+        else:
+            reason = f"the job ended ({job.state} in Slurm) without a result from the runner"
+        self._undecided.pop(ref.job_id, None)
+        return JobStatus(State.FAILED, reason=reason + (f"; its output ends with: {tail}" if tail else ""))
+
+    def _output_tail(self, session: Session, attempt_dir: str) -> str:
+        try:
+            data = session.read(f"{attempt_dir}/slurm.out")
+        except BackendError:
+            return ""
+        lines = [line.strip() for line in data[-2000:].decode(errors="replace").splitlines() if line.strip()]
+        return " | ".join(lines[-5:])[-800:]
+
+    def poll_interval(self) -> float:
+        return self._interval
+
+    # --- control ----------------------------------------------------------------------------
+    def _session_of(self, job: JobRef) -> Session:
+        return self._where(job.executor)[0]
+
+    def _cancel(self, job: JobRef) -> None:
+        session = self._session_of(job)
+        done = session.run(f"scancel {shlex.quote(job.job_id)}")
+        if done.exit_code != 0 and not any(g in done.output for g in _GONE):
+            raise BackendError(f"scancel {job.job_id} failed on {session.where}: {done.output}")
+        with self._lock:
+            self._next_poll = 0.0
+
+    def _control(self, job: JobRef, what: str, actions: dict[str, str]) -> None:
+        session = self._session_of(job)
+        job_id = shlex.quote(job.job_id)
+        cases = " ".join(
+            f"{'|'.join(states.split())}) scontrol {verb} {job_id};;" for states, verb in actions.items()
+        )
+        command = (
+            f"s=$(squeue -h -t all -j {job_id} -o %T) || exit 3; "
+            f'case "$s" in {cases} *) echo "state=$s" >&2; exit 4;; esac'
+        )
+        done = session.run(command)
+        if done.exit_code == 0:
+            with self._lock:
+                self._next_poll = 0.0
+            return
+        if done.exit_code == 4:
+            state = done.stderr.strip().removeprefix("state=") or "unknown to Slurm"
+            raise BackendError(f"cannot {what} job {job.job_id}: Slurm says it is {state}")
+        hint = ""
+        if "denied" in done.output.lower() or "not supported" in done.output.lower():
+            hint = (
+                " (suspending and resuming a running job needs Slurm operator or administrator rights"
+                " on most clusters; a pending job can be held and released by its owner)"
+            )
+        raise BackendError(f"Slurm refused to {what} job {job.job_id}: {done.output}{hint}")
+
+    def _pause(self, job: JobRef) -> None:
+        """A pending job is held (``scontrol hold``), a running one suspended."""
+        self._control(job, "pause", {"PENDING REQUEUED": "hold", "RUNNING": "suspend"})
+
+    def _resume(self, job: JobRef) -> None:
+        """A held job is released (``scontrol release``), a suspended one resumed."""
+        self._control(job, "resume", {"PENDING": "release", "SUSPENDED": "resume"})
+
+    # --- dry run --------------------------------------------------------------------------
+    def dry_run(self, job: JobSpec) -> str:
+        """The sbatch script ``launch`` would submit (secret values masked); connects to nothing."""
+        executor = job.executor
+        assert isinstance(executor, SlurmExecutor)
+        tunnel = tunnel_of(executor)
+        where = Layout(tunnel.job_dir.rstrip("/"))
+        experiment_id, task_id = split_task_dir(job.task_dir)
+        task_dir = where.task_dir(experiment_id, task_id)
+        runner_dir = where.runner_dir(self._runner_sha)
+        env = dict(job.env, RUNYARD_TASK_DIR=task_dir)
+        if job.is_script:
+            program, runner = "bash", f"{runner_dir}/runner.sh"
+        else:
+            program, runner = executor.python, f"{runner_dir}/runner.py"
+        package = self._package(job)
+        if package is not None:
+            code_root = where.code_dir(package.sha256)
+            cwd: str | None = package.relocate(os.path.join(package.root, package.cwd), code_root)
+            code = f"{package.root} ({package.kind}, SHA-256 {package.sha256[:16]}) into {code_root}"
+        else:
+            cwd, code = job.cwd, "nothing (SlurmExecutor.code is None, or no git work tree)"
+        files = sbatch.JobFiles(task_id, job.attempt, task_dir, env, program, runner, tuple(job.argv), cwd)
+        after = [r.job_id for r in job.after]
+        script = sbatch.render(
+            executor, [files], experiment_id=experiment_id, after=after,
+            output_dir=where.output_dir(experiment_id), show_secrets=False,
+        )  # fmt: skip
+        return (
+            f"# slurm on {tunnel.describe()} ({tunnel.cluster()}): "
+            f"sbatch --parsable {files.attempt_dir}/job.sh\n# code shipped: {code}\n{script}"
+        )
+
+    def _close(self) -> None:
+        from runyard_slurm.tunnel import close_sessions
+
+        close_sessions()

@@ -1,0 +1,75 @@
+"""Helpers of the runyard-slurm tests (tests/plugins/slurm): the test cluster as the tests
+use it, and waiting with a deadline. Imported by name, so the module name is unique."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import runyard as run
+
+TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
+    """Wait for ``predicate()`` to be true; its value, or an AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Cluster:
+    """The test cluster as the tests use it: its facts, and commands run on it over SSH."""
+
+    facts: Any  # conftest.SlurmCluster
+    job_dir: str
+
+    def tunnel(self, **overrides: Any) -> Any:
+        f = self.facts
+        fields = {
+            "host": f.host, "port": f.port, "user": f.user, "identity": f.key,
+            "known_hosts": f.known_hosts, "job_dir": self.job_dir, **overrides,
+        }  # fmt: skip
+        return run.SSHTunnel(**fields)
+
+    def executor(self, **fields: Any) -> Any:
+        """A SlurmExecutor on the test cluster (through the defaults) shipping tests/."""
+        fields.setdefault("code", TESTS)
+        return run.SlurmExecutor(**fields)
+
+    def sh(self, command: str) -> str:
+        """Run a command on the cluster over SSH; its stdout (fails the test if it fails)."""
+        from runyard_slurm.tunnel import session_for
+
+        done = session_for(self.tunnel()).run(command)
+        assert done.exit_code == 0, f"{command!r} exited {done.exit_code}: {done.output}"
+        return done.stdout
+
+    def job(self, job_id: str) -> dict[str, str]:
+        """``scontrol show job`` as a dict (Key=Value fields)."""
+        out = self.sh(f"scontrol show job {shlex.quote(job_id)} --oneliner")
+        fields: dict[str, str] = {}
+        for word in out.split():
+            key, sep, value = word.partition("=")
+            if sep and key not in fields:
+                fields[key] = value
+        return fields
+
+    def state(self, job_id: str) -> str:
+        """The job's state in squeue (ended jobs included), or "" when Slurm forgot it."""
+        return self.sh(f"squeue -h -t all -j {shlex.quote(job_id)} -o %T || true").strip()
+
+    def read(self, path: str) -> bytes:
+        from runyard_slurm.tunnel import session_for
+
+        return session_for(self.tunnel()).read(path)

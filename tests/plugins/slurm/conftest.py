@@ -1,0 +1,59 @@
+"""tests/plugins/slurm: runyard-slurm against the real test cluster (docs/testing.md).
+
+Needs core and runyard-slurm only (these tests also run in a venv holding just those), so
+every experiment names its executor. Tasks run on the cluster through SSH; their code is
+shipped from tests/ (``code=TESTS``), which is how ``taskdefs`` is importable there.
+
+``cluster`` points the cluster defaults (RUNYARD_SLURM_*) at the test cluster, so
+``run.SlurmExecutor()`` needs no tunnel, as in the guide. After each test it cancels what
+the test left live and removes the test's experiment folders from the cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import runyard as run
+from _slurm_helpers import Cluster
+from runyard.states import FINAL_STATES
+from runyard.store import open_store
+
+
+@pytest.fixture
+def cluster(slurm_cluster: Any, monkeypatch: pytest.MonkeyPatch, runyard_home: str) -> Iterator[Cluster]:
+    job_dir = os.path.join(slurm_cluster.job_dir, "plugin-tests")
+    env = {
+        "RUNYARD_SLURM_HOST": slurm_cluster.host,
+        "RUNYARD_SLURM_PORT": str(slurm_cluster.port),
+        "RUNYARD_SLURM_USER": slurm_cluster.user,
+        "RUNYARD_SLURM_KEY": slurm_cluster.key,
+        "RUNYARD_SLURM_KNOWN_HOSTS": slurm_cluster.known_hosts,
+        "RUNYARD_SLURM_JOB_DIR": job_dir,
+        "RUNYARD_SLURM_CONFIG": os.path.join(runyard_home, "no-such-slurm.toml"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in (
+        "RUNYARD_SLURM_PARTITION",
+        "RUNYARD_SLURM_ACCOUNT",
+        "RUNYARD_SLURM_QOS",
+        "RUNYARD_SLURM_POLL_MAX",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    c = Cluster(slurm_cluster, job_dir)
+    yield c
+    # leave nothing behind: cancel what is live, then remove the experiments' folders there
+    store = open_store(runyard_home)
+    for record in store.experiments():
+        if record.launched_at and any(s not in FINAL_STATES for s in store.task_states(record.id)):
+            run.Experiment.from_id(record.id).cancel_all()
+        pid = store.experiment(record.id).driver_pid
+        deadline = time.monotonic() + 30
+        while pid and os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        c.sh(f"rm -rf {shlex.quote(job_dir + '/' + record.id)}")
