@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from helpers import group_members, until
+
+__all__ = ["group_members", "task", "wait_until"]
 
 T = TypeVar("T")
 
@@ -14,14 +17,7 @@ def wait_until(
     predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = ""
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value (returned); fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
+    return until(predicate, what, timeout, interval)
 
 
 def task(exp: Any, task_id: str) -> Any:
@@ -30,23 +26,6 @@ def task(exp: Any, task_id: str) -> Any:
         if t.id == task_id:
             return t
     raise AssertionError(f"no task {task_id!r} in {exp.experiment_id}")
-
-
-def group_members(pgid: int) -> list[int]:
-    """Pids of live (non-zombie) processes in process group ``pgid``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        if fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
-            out.append(int(entry))
-    return out
 
 
 def group_gone(pgid: int, timeout: float = 15.0) -> bool:

@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import runyard as run
 import taskdefs
+from helpers import until as _until
 
 
 def cli(*args: Any, console_script: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -48,17 +49,6 @@ def assert_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
     assert lines[0].startswith("runyard: error: ")
     for word in words:
         assert word in lines[0]
-
-
-def _until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _state_letter(pid: int) -> str | None:

@@ -10,12 +10,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import runyard as run
+from helpers import until as _until
 from runyard.errors import ExperimentStateError
 
 LAUNCHER = """\
@@ -27,17 +28,6 @@ exp = run.Experiment("detached", max_retries={max_retries})
 exp.run(detach=True)
 print(exp.experiment_id, flush=True)
 """
-
-
-def _until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import runyard as run
+from helpers import group_members as _group_members
+from helpers import until as _until
 
 SCRIPT = """\
 import runyard as run
@@ -23,34 +23,6 @@ exp.add([run.Config(taskdefs.sleep_then_print, {seconds}, "slept") for _ in rang
 print(exp.experiment_id, flush=True)
 exp.run()
 """
-
-
-def _until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            out.append(int(entry))
-    return out
 
 
 def _interrupt(

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
+import helpers
 import runyard as run
 
 LABEL = "runyard.experiment"
 
 
 def until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.05) -> Any:
-    """Wait for ``predicate()`` to be true; its value, or an AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """``helpers.until`` with this folder's longer default timeout (a container or a job takes time)."""
+    return helpers.until(predicate, what, timeout, interval)
 
 
 def task(exp: run.Experiment, task_id: str) -> Any:

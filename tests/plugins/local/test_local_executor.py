@@ -18,21 +18,11 @@ from typing import Any
 import pytest
 import runyard as run
 import taskdefs
+from helpers import until as _until
 from runyard.executor import JobRef
 from runyard_local.backend import LocalBackend
 
 Start = Callable[..., tuple[run.Experiment, str]]
-
-
-def _until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _stat(pid: int) -> tuple[str, int, int, int] | None:

@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import os
 import shlex
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import helpers
 import runyard as run
 
 TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
-    """Wait for ``predicate()`` to be true; its value, or an AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """``helpers.until`` with this folder's longer default timeout (a container or a job takes time)."""
+    return helpers.until(predicate, what, timeout, interval)
 
 
 @dataclass
