@@ -74,17 +74,23 @@ class ArtifactStoreRegistry(_Registry):
 def digest(path: str) -> tuple[int, str]:
     """Size in bytes and SHA-256 of a file, or of a folder (over relative names and contents)."""
     if os.path.isfile(path):
-        return os.path.getsize(path), _file_sha256(path)
+        return os.path.getsize(path), file_sha256(path)
     h = hashlib.sha256()
     size = 0
     for rel in _files(path):
         full = os.path.join(path, rel)
         size += os.path.getsize(full)
-        h.update(rel.encode() + b"\0" + _file_sha256(full).encode() + b"\n")
+        h.update(folder_entry(rel, file_sha256(full)))
     return size, h.hexdigest()
 
 
-def _file_sha256(path: str) -> str:
+def folder_entry(rel: str, file_digest: str) -> bytes:
+    """What one file adds to its folder's SHA-256 (stores that hash remote folders use it too)."""
+    return rel.encode() + b"\0" + file_digest.encode() + b"\n"
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's contents, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -25,7 +25,7 @@ import os
 import shlex
 from urllib.parse import urlsplit
 
-from runyard.artifacts import Artifact, ArtifactStore, StoredFile
+from runyard.artifacts import Artifact, ArtifactStore, StoredFile, file_sha256, folder_entry
 from runyard.errors import ArtifactError, BackendError
 
 from runyard_slurm.config import load_defaults
@@ -99,17 +99,9 @@ def _digest(session: Session, path: str, name: str) -> tuple[int, str, bool]:
     h = hashlib.sha256()
     for line in sums.splitlines():
         digest, _, rel = line.partition("  ")
-        h.update(rel.removeprefix("./").encode() + b"\0" + digest.lstrip("\\").encode() + b"\n")
+        h.update(folder_entry(rel.removeprefix("./"), digest.lstrip("\\")))
     size = sum(int(s) for s in sizes.split() if s.isdigit())
     return size, h.hexdigest(), True
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class SlurmArtifactStore(ArtifactStore):
@@ -151,7 +143,7 @@ class SlurmArtifactStore(ArtifactStore):
                 os.makedirs(os.path.dirname(os.path.abspath(dest)) or ".", exist_ok=True)
                 tmp = dest + ".part"
                 session.download(remote, tmp)
-                got = _file_sha256(tmp)
+                got = file_sha256(tmp)
                 if got != artifact.sha256:
                     os.remove(tmp)
                     raise ArtifactError(
