@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
+from runyard.jobfiles import read_local_result, runner_path, status_of_ended_job
+from runyard.states import State
 
 T = TypeVar("T")
 
@@ -37,3 +44,51 @@ def group_members(pgid: int) -> list[int]:
         if fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
             out.append(int(entry))
     return out
+
+
+class ChildProcessBackend(Backend):
+    """The smallest complete backend: start the in-job runner, read the files it writes."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _launch(self, job: JobSpec) -> Launched:
+        os.makedirs(job.attempt_dir, exist_ok=True)
+        if job.is_script:
+            argv = ["bash", runner_path("runner.sh"), job.task_dir, str(job.attempt), *job.argv]
+        else:
+            argv = [sys.executable, runner_path("runner.py"), job.task_dir, str(job.attempt)]
+        env = {**os.environ, **job.env, "LAUNCHED_BY": type(self).__name__}
+        proc = subprocess.Popen(
+            argv, env=env, cwd=job.cwd, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.procs[str(proc.pid)] = proc
+        return Launched(job_id=str(proc.pid))
+
+    def _poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
+        out = {}
+        for job in jobs:
+            proc = self.procs.get(job.job_id)
+            if proc is None:
+                continue  # not ours to judge: the store keeps its state
+            if proc.poll() is None:
+                out[job.job_id] = JobStatus(State.RUNNING)
+            else:
+                out[job.job_id] = status_of_ended_job(read_local_result(job.attempt_dir))
+        return out
+
+    def _cancel(self, job: JobRef) -> None:
+        proc = self.procs.get(job.job_id)
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def poll_interval(self) -> float:
+        return 0.05
+
+    def _close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
