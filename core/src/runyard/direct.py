@@ -122,22 +122,18 @@ def run_direct(exp: Experiment, *, tail_logs: bool = False) -> State:
         if current.status is not State.PENDING:
             continue
         if timeout and time.time() - started > float(timeout):
+            never_runs = "timeout"
+        elif any(tasks[d].status is not State.SUCCEEDED for d in current.dependencies):
+            never_runs = "dependency failed"
+        else:
+            never_runs = None
+        if never_runs:
             store.transition(
                 exp_id,
                 current.id,
                 State.CANCELLED,
                 when=[State.PENDING],
-                reason="timeout",
-                end_time=time.time(),
-            )
-            continue
-        if any(tasks[d].status is not State.SUCCEEDED for d in current.dependencies):
-            store.transition(
-                exp_id,
-                current.id,
-                State.CANCELLED,
-                when=[State.PENDING],
-                reason="dependency failed",
+                reason=never_runs,
                 end_time=time.time(),
             )
             continue

@@ -316,7 +316,9 @@ class Driver:
         chained after (empty when all its dependencies succeeded)."""
         out: list[tuple[TaskRecord, list[TaskRecord]]] = []
         chaining = not self._max_retries()  # a retried dependency would leave a chain dangling
-        for task in sorted(self.tasks.values(), key=lambda t: t.seq):
+        # self.tasks is in add order already (filled from the store by seq; tasks cannot be
+        # added once an experiment is launched), so no sort in this per-turn loop
+        for task in self.tasks.values():
             if task.status is not State.PENDING:
                 continue
             deps = [self.tasks[d] for d in task.dependencies]
