@@ -2,7 +2,8 @@
 # runyard's two set-up commands, for a fresh Debian machine that has only python3:
 #   ./dev.sh demo    install everything, then run examples/ml_pipeline.py on the local executor
 #   ./dev.sh test    install everything, then run ruff, mypy and the whole test suite
-# Extra arguments after `test` go to pytest (./dev.sh test -k detach -x).
+#   ./dev.sh setup   install only: uv into .tools/ (from PyPI) unless on PATH, then `uv sync --frozen` into .venv
+# Extra arguments after `test` go to pytest (./dev.sh test -k detach -x; -n 0 runs it in one process).
 # `test` first starts the services the tests use (sshd, Slurm, Docker; see docs/testing.md):
 #   ./dev.sh services         start them only (idempotent); facts in /tmp/runyard-infra/env.sh
 #   ./dev.sh services-stop    stop them (--purge also deletes their state dir)
@@ -18,11 +19,14 @@ bootstrap_uv() {
   if ! python3 -m pip --version >/dev/null 2>&1; then
     log "python3 has no pip: installing Debian's python3-pip"
     [[ $(id -u) -eq 0 ]] || { log "run as root, or install python3-pip (or uv) first"; exit 1; }
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip python3-venv >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -qq -o DPkg::Lock::Timeout=300 update || { log "apt-get update failed (see above)"; exit 1; }
+    apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 python3-pip >/dev/null \
+      || { log "apt-get install python3-pip failed (see above)"; exit 1; }
   fi
   log "installing uv into .tools/ (from PyPI)"
-  python3 -m pip install --quiet --disable-pip-version-check --target .tools/uv uv \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages --target .tools/uv uv
+  local pip=(python3 -m pip install --quiet --disable-pip-version-check --upgrade --target .tools/uv)
+  PIP_ROOT_USER_ACTION=ignore "${pip[@]}" uv || PIP_ROOT_USER_ACTION=ignore "${pip[@]}" --break-system-packages uv
   mkdir -p .tools/bin
   ln -sf "$PWD/.tools/uv/bin/uv" .tools/bin/uv
 }
@@ -33,6 +37,10 @@ sync() {
 }
 
 case ${1:-} in
+  setup)
+    sync
+    uv=$(command -v uv); log "ready: ${uv#"$PWD"/} run runyard --help (or .venv/bin/runyard --help)"
+    ;;
   demo)
     shift; sync
     exec uv run --frozen python examples/ml_pipeline.py "$@"
@@ -51,9 +59,9 @@ case ${1:-} in
     source "${RUNYARD_INFRA_DIR:-/tmp/runyard-infra}/env.sh"
     log "ruff"; uv run --frozen ruff check . && uv run --frozen ruff format --check --quiet .
     log "mypy"; uv run --frozen mypy
-    log "pytest"; exec uv run --frozen pytest "$@"
+    log "pytest"; exec uv run --frozen pytest -n 3 --dist loadgroup "$@"  # parallel: docs/testing.md
     ;;
   *)
-    sed -n '2,8p' "$0"; exit 2
+    sed -n '2,9p' "$0"; exit 2
     ;;
 esac

@@ -19,6 +19,8 @@
 #   RUNYARD_INFRA_DEBIAN_MIRROR  first URIs: of /etc/apt/sources.list.d/debian.sources, else deb.debian.org
 set -Eeuo pipefail
 umask 022
+# shellcheck source=infra/pids.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 cd /   # daemons inherit the cwd: never pin a checkout or a temp dir
 
 S=${RUNYARD_INFRA_DIR:-/tmp/runyard-infra}
@@ -55,18 +57,6 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 TIMINGS=()
 timing() { TIMINGS+=("$(printf '  %-8s %6s s  %s' "$1" "$(elapsed "$2")" "${3:-}")"); }
 
-# pid_alive PIDFILE EXE_BASENAME: the PID file's process exists, is no zombie, and runs that executable
-# (a PID file from an earlier boot may name a reused PID)
-pid_alive() {
-  local pid exe
-  [[ -s $1 ]] || return 1
-  pid=$(tr -dc '0-9' 2>/dev/null <"$1"); [[ -n $pid && -d /proc/$pid ]] || return 1
-  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
-  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
-  [[ $(basename "${exe% (deleted)}") == "$2"* ]]
-}
-pid_of() { tr -dc '0-9' 2>/dev/null <"$1"; }
-
 # wait_for TIMEOUT_S WHAT LOGFILE CMD... : poll CMD until it succeeds, else show the log and fail
 wait_for() {
   local timeout=$1 what=$2 logf=$3; shift 3
@@ -93,15 +83,6 @@ start_bg() {
   setsid "$@" </dev/null >>"$logf" 2>&1 9>&- &
 }
 
-stop_pidfile() {  # PIDFILE EXE : stop one of our daemons (before a restart for a changed config)
-  local i
-  pid_alive "$1" "$2" || { rm -f "$1"; return 0; }
-  kill -TERM "$(pid_of "$1")" 2>/dev/null || true
-  for i in $(seq 1 100); do pid_alive "$1" "$2" || break; sleep 0.1; done
-  if pid_alive "$1" "$2"; then kill -KILL "$(pid_of "$1")" 2>/dev/null || true; sleep 0.3; fi
-  rm -f "$1"
-}
-
 # install_file DEST MODE < content : (re)write DEST only when the content differs; status 0 = it changed
 install_file() {
   local dst=$1 mode=$2 tmp
@@ -123,7 +104,9 @@ trap on_exit EXIT
 
 apt_install() {  # PKG... : install the missing ones, without recommends, without starting any service
   local missing=() p t0 need_update=0 installed
-  installed=" $(dpkg-query -W -f='${Package}:${Status} ' "$@" 2>/dev/null | sed 's/:install ok installed / /g') "
+  # dpkg-query exits 1 when it has never heard of one of the packages (a fresh machine): that is an answer, not a
+  # failure, so its status must not reach set -e / pipefail
+  installed=" $({ dpkg-query -W -f='${Package}:${Status} ' "$@" 2>/dev/null || true; } | sed 's/:install ok installed / /g') "
   for p in "$@"; do [[ $installed == *" $p "* ]] || missing+=("$p"); done
   (( ${#missing[@]} )) || return 0
   t0=$(now)
@@ -135,7 +118,8 @@ apt_install() {  # PKG... : install the missing ones, without recommends, withou
   for p in "${missing[@]}"; do
     [[ $(apt-cache policy "$p" 2>/dev/null) == *"Candidate: "[0-9]* ]] || need_update=1
   done
-  local opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
+  # --no-upgrade: a package named here that is installed after all (a stale answer) is left as it is
+  local opts=(-y -q --no-install-recommends --no-upgrade -o DPkg::Lock::Timeout=300)
   if (( need_update )); then
     log "apt-get update"
     apt-get -q -o DPkg::Lock::Timeout=300 update >>"$S/logs/apt.log" 2>&1 || die "apt-get update failed, see $S/logs/apt.log"
@@ -165,6 +149,15 @@ exec 9>"$S/.lock"
 flock -w 600 9 || die "another start-services.sh holds $S/.lock"
 T_ALL=$(now)
 HOST_SHORT=$(hostname -s)
+# Slurm's daemons bind to the address the host name resolves to (NoCtldInAddrAny, NoInAddrAny): check it before
+# anything is installed or started
+check_loopback_hostname() {
+  local ip
+  ip=$(getent ahostsv4 "$HOST_SHORT" | awk 'NR==1 {print $1}') || true
+  [[ -n $ip ]] || die "host name '$HOST_SHORT' does not resolve; add '127.0.1.1 $HOST_SHORT' to /etc/hosts"
+  [[ $ip == 127.* ]] || die "host name '$HOST_SHORT' resolves to $ip, so Slurm would listen there, not on loopback; add '127.0.1.1 $HOST_SHORT' to /etc/hosts"
+}
+has slurm && check_loopback_hostname
 log "state dir $S; components: ${COMPONENTS:-none}"
 [[ -n ${COMPONENTS// /} ]] && apt_install iproute2   # ss; part of most base images
 
@@ -208,7 +201,8 @@ EOF
   then changed=1; fi
   /usr/sbin/sshd -t -f "$d/sshd_config" || die "sshd rejects its config $d/sshd_config"
   if pid_alive "$d/sshd.pid" sshd && (( changed )); then
-    log "sshd config changed: restarting sshd"; stop_pidfile "$d/sshd.pid" sshd
+    log "sshd config changed: restarting sshd"
+    stop_pidfile "$d/sshd.pid" sshd 10 log || die "sshd did not stop"
   fi
   if pid_alive "$d/sshd.pid" sshd; then
     log "sshd already running (pid $(pid_of "$d/sshd.pid")) on $SSH_HOST:$SSH_PORT"
@@ -234,14 +228,6 @@ ssh_run() {  # CMD... : run a command over our sshd with strict host-key checkin
 }
 
 # =========================================================================================== 2. Slurm
-check_loopback_hostname() {
-  # with NoCtldInAddrAny/NoInAddrAny the daemons bind to the address the host name resolves to
-  local ip
-  ip=$(getent ahostsv4 "$HOST_SHORT" | awk 'NR==1 {print $1}') || true
-  [[ -n $ip ]] || die "host name '$HOST_SHORT' does not resolve; add '127.0.1.1 $HOST_SHORT' to /etc/hosts"
-  [[ $ip == 127.* ]] || die "host name '$HOST_SHORT' resolves to $ip, so Slurm would listen there, not on loopback; add '127.0.1.1 $HOST_SHORT' to /etc/hosts"
-}
-
 start_munge() {
   local d=$S/munge
   mkdir -p "$d"; chmod 755 "$d"   # munged insists that the socket directory is world-executable
@@ -316,7 +302,8 @@ StoragePass=slurm-test-pw
 StorageLoc=slurm_acct_db
 EOF
   if pid_alive "$d/slurmdbd.pid" slurmdbd && (( changed )); then
-    log "slurmdbd.conf changed: restarting slurmdbd"; stop_pidfile "$d/slurmdbd.pid" slurmdbd
+    log "slurmdbd.conf changed: restarting slurmdbd"
+    stop_pidfile "$d/slurmdbd.pid" slurmdbd 20 log || die "slurmdbd did not stop"
   fi
   if pid_alive "$d/slurmdbd.pid" slurmdbd; then
     log "slurmdbd already running (pid $(pid_of "$d/slurmdbd.pid"))"
@@ -409,7 +396,6 @@ start_slurm() {
   local t0 d=$S/slurm i note="already running"
   t0=$(now)
   apt_install munge slurmctld slurmd slurm-client slurmdbd mariadb-server mariadb-client
-  check_loopback_hostname
   mkdir -p "$d"/{state,spool,log} "$S/slurm-jobs"
   if [[ -f $d/state/clustername && $(cat "$d/state/clustername") != "$SLURM_CLUSTER" ]]; then
     pid_alive "$d/slurmctld.pid" slurmctld && die "slurmctld runs for cluster $(cat "$d/state/clustername"); stop it first"
@@ -421,7 +407,8 @@ start_slurm() {
   start_slurmdbd
   if pid_alive "$d/slurmctld.pid" slurmctld && (( SLURM_CONF_CHANGED )); then
     log "slurm.conf changed: restarting slurmctld and slurmd"
-    stop_pidfile "$d/slurmd.pid" slurmd; stop_pidfile "$d/slurmctld.pid" slurmctld
+    stop_pidfile "$d/slurmd.pid" slurmd 20 log || die "slurmd did not stop"
+    stop_pidfile "$d/slurmctld.pid" slurmctld 20 log || die "slurmctld did not stop"
   fi
   if pid_alive "$d/slurmctld.pid" slurmctld; then
     log "slurmctld already running (pid $(pid_of "$d/slurmctld.pid"))"
@@ -458,6 +445,8 @@ start_docker() {
   local t0 d=$S/docker note="already running"
   t0=$(now)
   mkdir -p "$d"
+  # the client first: without it an engine that already answers would look absent (docker.io has both)
+  command -v docker >/dev/null || apt_install docker.io
   if pid_alive "$d/dockerd.pid" dockerd; then
     wait_for 60 "dockerd (pid $(pid_of "$d/dockerd.pid"))" "$d/dockerd.log" docker_ok
     log "dockerd already running (started by this script, pid $(pid_of "$d/dockerd.pid"))"
@@ -466,7 +455,6 @@ start_docker() {
     note="not ours, reused"
   else
     command -v dockerd >/dev/null || apt_install docker.io
-    command -v docker >/dev/null || apt_install docker.io
     # never add --bridge=none: such a dockerd deletes an existing docker0 bridge
     start_bg "$d/dockerd.log" dockerd -H "unix://$DOCKER_SOCK" --pidfile "$d/dockerd.pid"
     wait_for 90 "dockerd at $DOCKER_SOCK" "$d/dockerd.log" docker_ok

@@ -65,6 +65,9 @@ class SlurmCluster:
     gpu_partition: str
     gpus: int
     slurm_conf: str
+    # RUNYARD_SLURM_POLL_MAX for the tests: runyard-slurm's polls back off to 2 s at most, not to
+    # the default 10 s, so that a test sees a job end within 2 s of it (the back-off still grows)
+    poll_max: float = 2.0
 
     @property
     def ssh(self) -> SshServer:
@@ -199,9 +202,51 @@ def docker_engine() -> DockerEngine:
 _SERVICE_MARKERS = {"ssh_server": "ssh", "slurm_cluster": "slurm", "docker_engine": "docker"}
 
 
+# ---------------------------------------------------------------------------------------------
+# Parallel runs: `./dev.sh test` runs pytest-xdist workers with `--dist loadgroup`. Every test
+# has its own runyard home and tmp_path, and names what it makes on a service after its own
+# experiment (job folders, container labels), so tests run in any worker, beside any other,
+# except those that share what a worker cannot. They get an xdist_group, and a group runs in
+# one worker, one test after another:
+# - "slurm": every test that uses the test cluster (marker `slurm`). Its one node has 2 cores
+#   (two jobs at a time) and 2 GPUs: tests in two workers would wait for each other's jobs.
+# - a test module with a module-scoped fixture (a second test bed, a venv, the example's run, a
+#   suite-wide check): its tests in one worker, so that the fixture is made once for them all.
+SLURM_GROUP = "slurm"
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    """The group an item must run in (see above), or None: any worker will do."""
+    if item.get_closest_marker("slurm") is not None:
+        return SLURM_GROUP
+    fixtures = getattr(item, "_fixtureinfo", None)
+    for defs in fixtures.name2fixturedefs.values() if fixtures else ():
+        if defs and defs[-1].scope == "module":
+            return item.nodeid.split("::")[0]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it runs in each worker)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use a service fixture carry its marker: -m "not slurm and not docker"."""
+    """Tests that use a service fixture carry its marker (-m "not slurm and not docker"), and
+    tests that must share a worker their xdist_group."""
     for item in items:
         for fixture in getattr(item, "fixturenames", ()):
             if fixture in _SERVICE_MARKERS:
                 item.add_marker(_SERVICE_MARKERS[fixture])
+        group = xdist_group(item)
+        if group is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under --dist loadgroup, fail a grouped test that pytest-xdist did not group (it marks a
+    grouped test's node id with `@group`) rather than run it beside the rest of its group."""
+    if item.config.getoption("loadgroup", False) and item.get_closest_marker("xdist_group"):
+        if "@" not in item.nodeid:  # pytest 9.2 with pytest-xdist 3.8: pytest-xdist#1386
+            pytest.fail(
+                "pytest-xdist ignored this test's xdist_group (pytest-xdist#1386): use the pytest"
+                " of uv.lock (uv sync --frozen), or run without -n",
+                pytrace=False,
+            )

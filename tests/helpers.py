@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,8 +30,7 @@ def until(predicate: Callable[[], T], what: str = "", timeout: float = 30.0, int
         time.sleep(interval)
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids of live (non-zombie) processes in process group ``pgid``."""
+def _members(field: int, value: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -41,9 +41,21 @@ def group_members(pgid: int) -> list[int]:
         except OSError:
             continue
         fields = data[data.rfind(b")") + 2 :].split()
-        if fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
+        if fields[0] not in (b"Z", b"X") and int(fields[field]) == value:
             out.append(int(entry))
     return out
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of live (non-zombie) processes in process group ``pgid``."""
+    return _members(2, pgid)
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of live (non-zombie) processes in session ``sid``: for a local task, whose job id is
+    its runner's pid and whose runner leads a session of its own, every process of the task
+    (the runner puts the task in a process group of its own, inside that session)."""
+    return _members(3, sid)
 
 
 class ChildProcessBackend(Backend):
@@ -81,14 +93,14 @@ class ChildProcessBackend(Backend):
     def _cancel(self, job: JobRef) -> None:
         proc = self.procs.get(job.job_id)
         if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            for pid in session_members(proc.pid):  # the runner and the task's own group
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.wait()
 
     def poll_interval(self) -> float:
         return 0.05
 
     def _close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        for job_id in list(self.procs):
+            self._cancel(JobRef(job_id, {}, "", 0, None))  # type: ignore[arg-type]

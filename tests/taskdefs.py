@@ -119,3 +119,29 @@ def ignore_sigterm_then_sleep(seconds: float = 60.0) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print("ready", flush=True)
     time.sleep(seconds)
+
+
+def _append_line(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, line.encode())  # one write of one line: never interleaved with another
+    finally:
+        os.close(fd)
+
+
+def record_execution(effects: str, name: str, seconds: float) -> None:
+    """One execution of task ``name``, traced in the folder ``effects`` (the fault tests count
+    them): ``<start time> <pid>`` appended to ``<name>.started``, a sleep, ``<end time> <pid>``
+    appended to ``<name>.finished``. The process holds a lock on ``<name>.lock`` while it
+    lives; when another execution of the task holds it already, the start line ends ``overlap``."""
+    import fcntl
+
+    lock = os.open(os.path.join(effects, f"{name}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when this process ends
+        overlap = ""
+    except BlockingIOError:
+        overlap = " overlap"
+    _append_line(os.path.join(effects, f"{name}.started"), f"{time.time()} {os.getpid()}{overlap}\n")
+    time.sleep(seconds)
+    _append_line(os.path.join(effects, f"{name}.finished"), f"{time.time()} {os.getpid()}\n")

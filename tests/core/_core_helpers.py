@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from helpers import group_members, until
+from helpers import group_members, session_members, until
 
-__all__ = ["group_members", "task", "wait_until"]
+__all__ = ["group_members", "session_members", "task", "wait_until"]
 
 T = TypeVar("T")
 
@@ -28,10 +28,11 @@ def task(exp: Any, task_id: str) -> Any:
     raise AssertionError(f"no task {task_id!r} in {exp.experiment_id}")
 
 
-def group_gone(pgid: int, timeout: float = 15.0) -> bool:
-    """Whether every process of group ``pgid`` is gone within ``timeout`` seconds."""
+def tree_gone(runner_pid: int, timeout: float = 15.0) -> bool:
+    """Whether every process of a local task (the session its runner ``runner_pid`` leads) is
+    gone within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while group_members(pgid):
+    while session_members(runner_pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)

@@ -53,6 +53,13 @@ def _existing_file(s: Scene) -> str:
     return str(path)
 
 
+def _fifo(path: Any, folder: bool = False) -> str:
+    """A named pipe at ``path``; its folder when ``folder``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return str(path.parent if folder else path)
+
+
 def _snapshot_file(s: Scene, text: str) -> str:
     path = s.tmp / "snapshot.json"
     path.write_text(text)
@@ -86,6 +93,36 @@ CASES = [
         ("max_retries", "1.5"),
     ),
     Case("log-level-unknown", "none", lambda s: run.Experiment("t", log_level="LOUD"), CONFIG, ("'LOUD'",)),
+    Case("timeout-nan", "none", lambda s: run.Experiment("t", timeout=math.nan), CONFIG, ("timeout", "nan")),
+    Case(
+        "timeout-infinite",
+        "none",
+        lambda s: run.Experiment("t", timeout=math.inf),
+        CONFIG,
+        ("timeout", "inf"),
+    ),
+    Case(
+        "checkpoint-interval-nan",
+        "none",
+        lambda s: run.Experiment("t", checkpoint_interval=math.nan),
+        CONFIG,
+        ("checkpoint_interval", "nan"),
+    ),
+    Case(
+        "checkpoint-interval-next-to-zero",  # the driver would write its heartbeat in a busy loop
+        "none",
+        lambda s: run.Experiment("t", checkpoint_interval=1e-9),
+        CONFIG,
+        ("checkpoint_interval", "at least 0.1", "1e-09"),
+    ),
+    Case("tags-none", "none", lambda s: run.Experiment("t", tags=None), CONFIG, ("tags", "None")),
+    Case(
+        "tags-generator",  # checking it would use it up: the experiment would get no tags
+        "none",
+        lambda s: run.Experiment("t", tags=(t for t in ["a"])),
+        CONFIG,
+        ("tags", "generator"),
+    ),
     Case(
         "creation-metadata-set",
         "none",
@@ -191,6 +228,28 @@ CASES = [
         ("missing/model.pt",),
     ),
     Case(
+        "artifact-device",
+        "fresh",
+        lambda s: s.exp.add_artifact("zeros", "/dev/zero"),
+        (ArtifactError,),
+        ("'/dev/zero'", "a character device"),
+    ),
+    Case(
+        "artifact-fifo",
+        "fresh",
+        lambda s: s.exp.add_artifact("pipe", _fifo(s.tmp / "pipe")),
+        (ArtifactError,),
+        ("pipe'", "a FIFO"),
+    ),
+    Case(
+        "artifact-folder-with-a-fifo",  # reading it would block for ever
+        "fresh",
+        lambda s: s.exp.add_artifact("outputs", _fifo(s.tmp / "outputs" / "pipe", folder=True)),
+        (ArtifactError,),
+        ("outputs/pipe'", "a FIFO"),
+    ),
+    Case("artifact-empty-path", "fresh", lambda s: s.exp.add_artifact("cwd", ""), CONFIG, ("''",)),
+    Case(
         "artifact-unknown-store",
         "fresh",
         lambda s: s.exp.add_artifact("model", _existing_file(s), store="s3-nope"),
@@ -233,6 +292,38 @@ CASES = [
     Case("resume-pending", "fresh", lambda s: s.exp.resume("first"), STATE, ("'first'", "PENDING")),
     Case("cancel-finished", "finished", lambda s: s.exp.cancel("first"), STATE, ("'first'", "SUCCEEDED")),
     Case("run-twice", "finished", lambda s: s.exp.run(), (run.ExperimentStateError,), ()),
+    Case(  # not "its supervisor died", ten seconds later
+        "wait-never-launched",
+        "fresh",
+        lambda s: s.exp.wait(),
+        (run.ExperimentStateError,),
+        ("has not been launched", "run()"),
+    ),
+    Case(  # not launched by a supervisor behind the user's back
+        "takeover-never-launched",
+        "fresh",
+        lambda s: s.exp.takeover(),
+        (run.ExperimentStateError,),
+        ("has not been launched", "run()"),
+    ),
+    # --- waiting and following: numbers that would never time out, or spin ---------------------
+    Case("wait-timeout-nan", "running", lambda s: s.exp.wait(timeout=math.nan), CONFIG, ("timeout", "nan")),
+    Case("wait-timeout-negative", "running", lambda s: s.exp.wait(timeout=-1), CONFIG, ("timeout", "-1")),
+    Case("wait-interval-zero", "running", lambda s: s.exp.wait(interval=0), CONFIG, ("interval", "0")),
+    Case(
+        "stream-logs-interval-negative",
+        "running",
+        lambda s: next(s.exp.stream_logs("sleeper", interval=-1)),
+        CONFIG,
+        ("interval", "-1"),
+    ),
+    Case(
+        "config-version-description-not-a-string",
+        "fresh",
+        lambda s: s.exp.track_config_version("model", {"layers": 2}, description=5),
+        CONFIG,
+        ("description", "5"),
+    ),
     # --- snapshots ------------------------------------------------------------------------------------
     Case(
         "snapshot-missing-file",

@@ -1,9 +1,15 @@
-"""The `runyard` command, run as a separate process (`python -m runyard` and the console
-script) on experiments created by this process."""
+"""The `runyard` command on experiments created by this process: mostly run in this process
+(``here``: runyard.cli.main with a fresh plugin manager and its output captured, which does
+what the command does without an interpreter start per call), and as a process of its own
+(``cli``: `python -m runyard`, or the console script) where a process is the point: the exit
+code and the whole stderr a user sees, the installed script, and commands whose effect must
+outlive the command (takeover, retry). The tests of damaged and full stores use ``cli``."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -21,9 +27,12 @@ import pytest
 import runyard as run
 import taskdefs
 from helpers import until as _until
+from runyard import cli as runyard_cli
+from runyard.plugins import reset_plugin_manager
 
 
 def cli(*args: Any, console_script: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`runyard ARGS` as a process of its own."""
     if console_script:
         script = shutil.which("runyard", path=os.path.dirname(sys.executable))
         assert script is not None, "the runyard console script is not installed next to python"
@@ -33,9 +42,24 @@ def cli(*args: Any, console_script: bool = False, timeout: float = 120) -> subpr
     return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
-def ok(*args: Any, **kwargs: Any) -> str:
-    """Run the command, expect success, return its stdout."""
-    result = cli(*args, **kwargs)
+def here(*args: Any) -> subprocess.CompletedProcess[str]:
+    """`runyard ARGS` in this process, as a new process would run it: a fresh plugin manager,
+    stdout and stderr captured, and its exit code (argparse's SystemExit included)."""
+    argv = list(map(str, args))
+    out, err = io.StringIO(), io.StringIO()
+    reset_plugin_manager()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = runyard_cli.main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return subprocess.CompletedProcess(["runyard", *argv], code, out.getvalue(), err.getvalue())
+
+
+def ok(*args: Any, process: bool = False, **kwargs: Any) -> str:
+    """Run the command (in this process unless ``process`` or ``console_script``), expect
+    success, return its stdout."""
+    result = cli(*args, **kwargs) if process or kwargs.get("console_script") else here(*args)
     assert result.returncode == 0, f"runyard {' '.join(map(str, args))} failed:\n{result.stderr}"
     return result.stdout
 
@@ -129,7 +153,7 @@ def test_an_experiment_can_be_named_by_its_title(finished: run.Experiment) -> No
 
 
 def test_logs_prints_a_tasks_stdout_and_stderr(finished: run.Experiment) -> None:
-    result = cli("logs", finished.id, "talker")
+    result = here("logs", finished.id, "talker")
     assert result.returncode == 0
     assert (result.stdout, result.stderr) == ("out\n", "err\n")
     assert ok("logs", finished.id, "talker", "--stream", "stdout") == "out\n"
@@ -227,8 +251,8 @@ def test_retry_runs_a_failed_task_again_with_its_dependents(tmp_path: Path) -> N
     assert exp.run() == "FAILED"
     assert _tasks(exp)["after"].status == "CANCELLED"
 
-    assert ok("retry", exp.id, "flaky").strip() == "retrying flaky, after"
-    assert ok("wait", exp.id).strip() == f"{exp.id}: SUCCEEDED"  # exit code 0
+    assert ok("retry", exp.id, "flaky", process=True).strip() == "retrying flaky, after"
+    assert ok("wait", exp.id, process=True).strip() == f"{exp.id}: SUCCEEDED"  # exit code 0
 
     tasks = _tasks(exp)
     assert (tasks["flaky"].status, tasks["flaky"].attempts) == ("SUCCEEDED", 2)
@@ -257,7 +281,7 @@ def test_takeover_gives_an_orphaned_experiment_a_new_supervisor(tmp_path: Path) 
     os.kill(old, signal.SIGKILL)
     _until(lambda: _state_letter(old) in (None, "Z"), "the supervisor to die")
 
-    assert "a new supervisor drives it" in ok("takeover", exp.id)
+    assert "a new supervisor drives it" in ok("takeover", exp.id, process=True)
     record = exp.store.experiment(exp.id)
     assert record.driver_pid is None or (record.driver_pid != old and record.driver_kind == "supervisor")
 
@@ -309,20 +333,20 @@ def test_unknown_experiment_is_an_error() -> None:
 
 
 def test_unknown_task_is_an_error(finished: run.Experiment) -> None:
-    assert_error(cli("logs", finished.id, "no-such-task"), "no-such-task")
+    assert_error(here("logs", finished.id, "no-such-task"), "no-such-task")
 
 
 def test_retry_of_a_running_task_is_an_error(running: run.Experiment) -> None:
-    assert_error(cli("retry", running.id, "sleeper-0"), "sleeper-0", "RUNNING")
+    assert_error(here("retry", running.id, "sleeper-0"), "sleeper-0", "RUNNING")
     assert _tasks(running)["sleeper-0"].status == "RUNNING"
 
 
 def test_takeover_of_an_experiment_with_a_live_driver_is_an_error(running: run.Experiment) -> None:
-    assert_error(cli("takeover", running.id), "still driven")
+    assert_error(here("takeover", running.id), "still driven")
 
 
 def test_reproduce_from_a_missing_snapshot_file_is_an_error(tmp_path: Path) -> None:
-    assert_error(cli("reproduce", tmp_path / "missing.json"), "missing.json")
+    assert_error(here("reproduce", tmp_path / "missing.json"), "missing.json")
 
 
 def test_snapshot_to_a_path_that_cannot_be_written_is_an_error(
@@ -331,10 +355,67 @@ def test_snapshot_to_a_path_that_cannot_be_written_is_an_error(
     not_a_dir = tmp_path / "a-file"
     not_a_dir.write_text("")
     target = not_a_dir / "exp.json"
-    assert_error(cli("snapshot", finished.id, "-o", target), "cannot write the snapshot", str(target))
+    assert_error(here("snapshot", finished.id, "-o", target), "cannot write the snapshot", str(target))
 
 
 def test_a_state_error_names_the_task_and_its_state(finished: run.Experiment) -> None:
-    result = cli("cancel", finished.id, "greet")
+    result = here("cancel", finished.id, "greet")
     assert_error(result, "greet")
     assert re.search(r"ended \(SUCCEEDED\)", result.stderr)
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "two"])
+def test_list_limit_must_be_a_whole_number_of_1_or_more(finished: run.Experiment, limit: str) -> None:
+    result = here("list", "--limit", limit)
+    assert result.returncode == 2 and result.stdout == ""  # not "no experiments", not all of them
+    assert result.stderr.splitlines()[-1] == (
+        f"runyard list: error: argument --limit: must be a whole number of 1 or more, got {limit!r}"
+    )
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-1"])
+def test_wait_timeout_must_be_a_finite_number_of_seconds(running: run.Experiment, timeout: str) -> None:
+    result = here("wait", running.id, "--timeout", timeout)  # nan: it would never time out
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"runyard wait: error: argument --timeout: must be a number of seconds, 0 or more, got {timeout!r}"
+    )
+
+
+def test_takeover_of_an_experiment_never_launched_is_an_error_and_runs_nothing() -> None:
+    exp = run.Experiment("cli-never-run")
+    exp.add(run.Config(taskdefs.hello), name="greet")
+
+    assert_error(here("takeover", exp.id), f"experiment {exp.id} has not been launched", ".run()")
+    assert_error(here("wait", exp.id), f"experiment {exp.id} has not been launched")
+
+    assert exp.store.experiment(exp.id).driver_pid is None
+    assert [(t.status, t.attempts) for t in exp.tasks] == [("PENDING", 0)]
+
+
+def test_snapshot_writes_through_a_link_and_never_over_a_pipe(
+    finished: run.Experiment, tmp_path: Path
+) -> None:
+    target = tmp_path / "snap.json"
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+
+    ok("snapshot", finished.id, "-o", link)
+    assert_error(here("snapshot", finished.id, "-o", pipe), str(pipe), "not a regular file")
+
+    assert link.is_symlink() and run.ExperimentSnapshot.load(str(link)).source_experiment_id == finished.id
+    assert pipe.is_fifo()
+
+
+def test_a_warning_is_one_line(tmp_path: Path) -> None:
+    path = run.Experiment("cli-empty").create_snapshot().save(str(tmp_path / "empty.json"))
+
+    result = cli("reproduce", path, "--run")
+
+    assert result.returncode == 0, result.stderr
+    new_id = result.stdout.splitlines()[0]
+    assert result.stderr.splitlines() == [
+        f"runyard: warning: experiment {new_id} has no tasks: nothing to run"
+    ]

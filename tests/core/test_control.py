@@ -6,7 +6,7 @@ import time
 
 import runyard as run
 import taskdefs
-from _core_helpers import group_gone, group_members, read_int, task, wait_until
+from _core_helpers import read_int, session_members, task, tree_gone, wait_until
 
 
 def _sleeper(seconds: float = 60) -> run.Config:
@@ -33,12 +33,12 @@ def test_cancelling_a_running_task_ends_its_process_group() -> None:
     exp = run.Experiment("cancel-running")
     t = exp.add(_sleeper(), name="sleeper")
     exp.run(detach=True)
-    pgid = int(_running(exp, t).job_id)
-    assert group_members(pgid)
+    runner = int(_running(exp, t).job_id)
+    assert session_members(runner)
     exp.cancel(t)
     assert task(exp, t).status == "CANCELLED"
     assert task(exp, t).reason == "cancelled by user"
-    assert group_gone(pgid), f"processes {group_members(pgid)} of the cancelled task are still alive"
+    assert tree_gone(runner), f"processes {session_members(runner)} of the cancelled task are still alive"
     assert exp.wait(timeout=30) == "FAILED"
 
 
@@ -46,10 +46,10 @@ def test_cancelling_a_running_script_ends_its_whole_process_tree() -> None:
     exp = run.Experiment("cancel-tree")
     t = exp.add(run.Script(inline="sleep 60 & sleep 60 & wait"), name="tree")
     exp.run(detach=True)
-    pgid = int(_running(exp, t).job_id)
-    wait_until(lambda: len(group_members(pgid)) >= 3, what="the script's children to start")
+    runner = int(_running(exp, t).job_id)
+    wait_until(lambda: len(session_members(runner)) >= 3, what="the script's children to start")
     exp.cancel(t)
-    assert group_gone(pgid), f"processes {group_members(pgid)} of the cancelled task are still alive"
+    assert tree_gone(runner), f"processes {session_members(runner)} of the cancelled task are still alive"
     assert task(exp, t).status == "CANCELLED"
 
 
@@ -80,15 +80,15 @@ def test_cancel_all_cancels_every_task_that_has_not_ended_and_returns_their_ids(
     c = exp.add(run.Config(taskdefs.hello), name="c", dependencies=[a])
     exp.run(detach=True)
     wait_until(lambda: task(exp, quick).status == "SUCCEEDED", what="quick to succeed")
-    pgids = [int(_running(exp, x).job_id) for x in (a, b)]
+    runners = [int(_running(exp, x).job_id) for x in (a, b)]
     cancelled = set(exp.cancel_all())
     # c may be cancelled as a dependent of a before cancel_all reaches it
     assert {a, b} <= cancelled <= {a, b, c}
     assert exp.wait(timeout=30) == "FAILED"
     assert task(exp, quick).status == "SUCCEEDED"
     assert [task(exp, x).status for x in (a, b, c)] == ["CANCELLED"] * 3
-    for pgid in pgids:
-        assert group_gone(pgid)
+    for runner in runners:
+        assert tree_gone(runner)
 
 
 # --- retry --------------------------------------------------------------------------------------------
@@ -158,8 +158,8 @@ def test_a_task_can_be_cancelled_from_an_experiment_rebuilt_with_from_id() -> No
     exp = run.Experiment("cancel-from-id")
     t = exp.add(_sleeper(), name="sleeper")
     exp.run(detach=True)
-    pgid = int(_running(exp, t).job_id)
+    runner = int(_running(exp, t).job_id)
     run.Experiment.from_id(exp.experiment_id).cancel(t)
-    assert group_gone(pgid)
+    assert tree_gone(runner)
     assert exp.wait(timeout=30) == "FAILED"
     assert task(exp, t).status == "CANCELLED"

@@ -6,7 +6,7 @@ import time
 
 import runyard as run
 import taskdefs
-from _core_helpers import group_gone, task, wait_until
+from _core_helpers import task, tree_gone, wait_until
 from runyard.store import Store
 
 
@@ -88,7 +88,7 @@ def test_a_task_running_past_the_timeout_ends_failed_with_reason_timeout_and_its
     assert exp.run() == "FAILED"
     view = task(exp, t)
     assert (view.status, view.reason) == ("FAILED", "timeout")
-    assert group_gone(int(view.job_id)), f"process group {view.job_id} is still alive"
+    assert tree_gone(int(view.job_id)), f"process group {view.job_id} is still alive"
 
 
 def test_pending_tasks_end_cancelled_at_the_timeout() -> None:

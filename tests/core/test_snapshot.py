@@ -139,6 +139,8 @@ def test_secret_env_vars_are_never_written_to_the_snapshot_file(tmp_path) -> Non
 
 
 def test_reproduce_takes_secret_env_vars_from_the_environment(tmp_path, monkeypatch) -> None:
+    from runyard import redact
+
     exp = run.Experiment("secrets-env")
     t = exp.add(
         run.Config(taskdefs.print_env, "HF_TOKEN", "PLAIN_SETTING"),
@@ -147,8 +149,9 @@ def test_reproduce_takes_secret_env_vars_from_the_environment(tmp_path, monkeypa
     path = exp.create_snapshot().save(str(tmp_path / "snapshot.json"))
     monkeypatch.setenv("HF_TOKEN", "tok-from-environment")
     again = run.ExperimentSnapshot.load(path).reproduce()
-    monkeypatch.delenv("HF_TOKEN")  # the task must get it from the executor, not from here
-    assert task(again, t).executor.env_vars == {"HF_TOKEN": "tok-from-environment", "PLAIN_SETTING": "plain"}
+    monkeypatch.delenv("HF_TOKEN")  # the task must get it from what reproduce() kept, not from here
+    # stored as a marker (never the value); this process keeps the value for the task
+    assert task(again, t).executor.env_vars == {"HF_TOKEN": redact.MARKER, "PLAIN_SETTING": "plain"}
     assert again.run() == "SUCCEEDED"
     assert again.get_logs(t).stdout == "HF_TOKEN=tok-from-environment\nPLAIN_SETTING=plain\n"
 

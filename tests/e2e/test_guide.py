@@ -185,7 +185,8 @@ class GuideRun:
         job_dir = f"{cluster.job_dir}/guide-{os.getpid()}-{id(self)}"
         for var, value in {"HOST": cluster.host, "PORT": str(cluster.port), "USER": cluster.user,
                            "KEY": cluster.key, "KNOWN_HOSTS": cluster.known_hosts, "JOB_DIR": job_dir,
-                           "CONFIG": str(self.tmp_path / "no-slurm.toml")}.items():  # fmt: skip
+                           "CONFIG": str(self.tmp_path / "no-slurm.toml"),
+                           "POLL_MAX": str(cluster.poll_max)}.items():  # fmt: skip
             self.monkeypatch.setenv(f"RUNYARD_SLURM_{var}", value)
         if not getattr(self, "_cleanup", False):
             self._cleanup = True
@@ -249,7 +250,13 @@ def no_process_left() -> Iterator[None]:
             wait_for(lambda pid=pid: not pid_alive(pid), f"the driver {pid} of {record.id} to exit")
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[b.heading for b in BLOCKS])
+def _param(block: GuideBlock) -> Any:
+    """A block with the markers of the services its scenario asks for at run time."""
+    services = {"SlurmExecutor": pytest.mark.slurm, "DockerExecutor": pytest.mark.docker}
+    return pytest.param(block, id=block.heading, marks=[m for n, m in services.items() if n in block.code])
+
+
+@pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
 def test_guide_block(
     block: GuideBlock,
     tmp_path: Path,

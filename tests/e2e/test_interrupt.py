@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import runyard as run
-from helpers import group_members as _group_members
+from helpers import session_members as _session_members
 from helpers import until as _until
 
 SCRIPT = """\
@@ -61,7 +61,7 @@ def test_ctrl_c_cancels_the_tasks_and_exits(tmp_path: Path) -> None:
 def test_ctrl_c_leaves_no_task_process_behind(tmp_path: Path) -> None:
     _, exp, jobs = _interrupt(tmp_path, seconds=30)
     for job in jobs:  # each task is a process group led by its runner
-        _until(lambda job=job: not _group_members(int(job)), f"task process group {job} to end", 15)
+        _until(lambda job=job: not _session_members(int(job)), f"the processes of task {job} to end", 15)
     assert exp.status() == "FAILED"  # every task was cancelled
 
 

@@ -23,7 +23,8 @@ def slurm(slurm_cluster: Any, monkeypatch: pytest.MonkeyPatch, runyard_home: str
     job_dir = f"{slurm_cluster.job_dir}/mixed-{os.getpid()}"
     for var, value in {"HOST": slurm_cluster.host, "PORT": str(slurm_cluster.port), "USER": slurm_cluster.user,
                        "KEY": slurm_cluster.key, "KNOWN_HOSTS": slurm_cluster.known_hosts, "JOB_DIR": job_dir,
-                       "CONFIG": os.path.join(runyard_home, "none.toml")}.items():  # fmt: skip
+                       "CONFIG": os.path.join(runyard_home, "none.toml"),
+                       "POLL_MAX": str(slurm_cluster.poll_max)}.items():  # fmt: skip
         monkeypatch.setenv(f"RUNYARD_SLURM_{var}", value)
     yield lambda **fields: run.SlurmExecutor(code=TESTS, **fields)
     from runyard.store import open_store

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import os
 import shutil
+import stat
 from typing import ClassVar
 
 import attrs
@@ -72,13 +73,17 @@ class ArtifactStoreRegistry(_Registry):
 
 
 def digest(path: str) -> tuple[int, str]:
-    """Size in bytes and SHA-256 of a file, or of a folder (over relative names and contents)."""
+    """Size in bytes and SHA-256 of a file, or of a folder (over relative names and contents).
+    Raises ArtifactError for what has no contents to record (a device, a FIFO, a socket),
+    whether ``path`` or a file in the folder."""
+    _check_regular(path)
     if os.path.isfile(path):
         return os.path.getsize(path), file_sha256(path)
     h = hashlib.sha256()
     size = 0
     for rel in _files(path):
         full = os.path.join(path, rel)
+        _check_regular(full)
         size += os.path.getsize(full)
         h.update(folder_entry(rel, file_sha256(full)))
     return size, h.hexdigest()
@@ -87,6 +92,21 @@ def digest(path: str) -> tuple[int, str]:
 def folder_entry(rel: str, file_digest: str) -> bytes:
     """What one file adds to its folder's SHA-256 (stores that hash remote folders use it too)."""
     return rel.encode() + b"\0" + file_digest.encode() + b"\n"
+
+
+_SPECIAL = {
+    stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+}  # fmt: skip
+
+
+def _check_regular(path: str) -> None:
+    kind = _SPECIAL.get(stat.S_IFMT(os.stat(path).st_mode))
+    if kind:  # reading one gives nothing, never ends, or blocks
+        raise ArtifactError(
+            f"{path!r} is {kind}, not a file or a folder: it has no contents to record "
+            "(write what it gives to a file, and add that)"
+        )
 
 
 def file_sha256(path: str) -> str:
@@ -122,6 +142,8 @@ class LocalArtifactStore(ArtifactStore):
             size, sha = digest(full)
         except OSError as exc:
             raise ArtifactError(f"artifact {name!r}: cannot read {path!r}: {exc}") from None
+        except ArtifactError as exc:
+            raise ArtifactError(f"artifact {name!r}: {exc}") from None
         return StoredFile(full, size, sha)
 
     def get(self, artifact: Artifact, dest: str | None = None) -> str:

@@ -1,15 +1,18 @@
 """The ``runyard`` command (also ``python -m runyard``). See docs/cli.md.
 
 Errors print one line, ``runyard: error: ...``, with no traceback, and exit with code 1
-(2 for a wrong command line).
+(2 for a wrong command line); warnings one line each, ``runyard: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +36,32 @@ def _experiment(args: argparse.Namespace) -> Any:
             ) from None
 
 
+def _count(text: str) -> int:
+    """A command-line count: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A command-line duration: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def _warn(message: str) -> None:
+    print(f"runyard: warning: {message}", file=sys.stderr)
+
+
 def _fmt_time(value: Any) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
@@ -47,25 +76,31 @@ def _table(rows: list[list[str]], out: Any) -> None:
 
 # ------------------------------------------------------------------------------ commands
 def cmd_list(args: argparse.Namespace) -> int:
+    from runyard.errors import DamagedStoreError
     from runyard.states import experiment_state
     from runyard.store import open_store
 
     store = open_store(args.home)
     rows: list[dict[str, Any]] = []
-    for rec in store.experiments(limit=None if args.title else args.limit):
-        if args.title and rec.title != args.title:
+    for exp_id, title in store.experiment_titles(args.title, args.limit):
+        try:
+            created = store.experiment(exp_id).created_at
+            states = store.task_states(exp_id)
+        except DamagedStoreError as exc:
+            if exc.experiment_id != exp_id:
+                raise  # the whole store
+            _warn(str(exc))  # listed, marked: the others are still worth listing
+            rows.append({"id": exp_id, "title": title, "status": "DAMAGED", "tasks": None, "created": None,
+                         "error": str(exc)})  # fmt: skip
             continue
-        if args.limit and len(rows) >= args.limit:  # --limit counts experiments with that title
-            break
-        states = store.task_states(rec.id)
-        state = experiment_state(states)
-        rows.append({"id": rec.id, "title": rec.title, "status": str(state), "tasks": len(states),
-                     "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created_at))})  # fmt: skip
+        rows.append({"id": exp_id, "title": title, "status": str(experiment_state(states)), "tasks": len(states),
+                     "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))})  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
         _table([["ID", "TITLE", "STATUS", "TASKS", "CREATED"]]
-               + [[r["id"], r["title"], r["status"], str(r["tasks"]), r["created"]] for r in rows], sys.stdout)  # fmt: skip
+               + [[r["id"], r["title"], r["status"], "-" if r["tasks"] is None else str(r["tasks"]),
+                   r["created"] or "-"] for r in rows], sys.stdout)  # fmt: skip
     else:
         print(f"no experiments in {store.home}")
     return 0
@@ -182,7 +217,7 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     exp = _experiment(args)
     try:
-        path = exp.create_snapshot().save(args.output)
+        path = exp.create_snapshot().save(args.output)  # refuses devices, pipes, folders
     except OSError as exc:
         raise RunyardError(f"cannot write the snapshot to {args.output!r}: {exc}") from None
     print(path)
@@ -262,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add("list", cmd_list, "list experiments, newest first", exp=False)
     sp.add_argument("--title", help="only experiments with this title")
-    sp.add_argument("--limit", type=int, default=None, help="at most this many")
+    sp.add_argument("--limit", type=_count, default=None, help="at most this many")
     sp.add_argument("--json", action="store_true", help="JSON output")
     sp = add("status", cmd_status, "show an experiment's tasks and states")
     sp.add_argument("--json", action="store_true", help="JSON output")
@@ -292,7 +327,7 @@ def parser() -> argparse.ArgumentParser:
         "--attach", action="store_true", help="drive it from this process instead of a new supervisor"
     )
     sp = add("wait", cmd_wait, "wait until every task has ended; exit 0 if all succeeded")
-    sp.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    sp.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds")
     sp = add("plugins", cmd_plugins, "list installed plugins, their hooks and exports", exp=False)
     sp.add_argument("--json", action="store_true", help="JSON output")
     return p
@@ -300,16 +335,28 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except RunyardError as exc:
-        print(f"runyard: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("runyard: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-    except (OSError, TimeoutError) as exc:
-        print(f"runyard: error: {exc}", file=sys.stderr)
-        return 1
+    shown: set[str] = set()  # a warning once, however many calls gave it
+
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        if str(message) not in shown:
+            shown.add(str(message))
+            _warn(str(message))
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        try:
+            return int(args.func(args))
+        except RunyardError as exc:
+            print(f"runyard: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("runyard: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:
+            return 0
+        except (OSError, TimeoutError) as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                print(f"runyard: error: disk full: {exc}; free some space on that disk", file=sys.stderr)
+            else:
+                print(f"runyard: error: {exc}", file=sys.stderr)
+            return 1

@@ -18,8 +18,9 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, TextIO
 
-from runyard import serialization
+from runyard import redact, serialization
 from runyard.config import Script, build
+from runyard.errors import MissingSecretError
 from runyard.runner import write_result
 from runyard.states import FINAL_STATES, State, experiment_state
 
@@ -123,6 +124,8 @@ def run_direct(exp: Experiment, *, tail_logs: bool = False) -> State:
             continue
         if timeout and time.time() - started > float(timeout):
             never_runs = "timeout"
+        elif missing := [d for d in current.dependencies if d not in tasks]:
+            never_runs = f"dependency {missing[0]!r} does not exist in this experiment"
         elif any(tasks[d].status is not State.SUCCEEDED for d in current.dependencies):
             never_runs = "dependency failed"
         else:
@@ -137,7 +140,12 @@ def run_direct(exp: Experiment, *, tail_logs: bool = False) -> State:
                 end_time=time.time(),
             )
             continue
-        task = serialization.decode(json.loads(current.task))
+        try:
+            task = serialization.decode(redact.reveal_task(exp_id, current.id, json.loads(current.task)))
+        except MissingSecretError as exc:  # nothing to run it with: say so
+            store.transition(exp_id, current.id, State.FAILED, when=[State.PENDING],
+                             reason=f"launch failed: {exc}", end_time=time.time())  # fmt: skip
+            continue
         attempt = current.attempts
         while True:
             attempt += 1

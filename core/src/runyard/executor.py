@@ -110,13 +110,18 @@ class Launched:
 
 @attrs.define
 class JobStatus:
-    """A backend's view of a job, already cross-checked with the runner's files."""
+    """A backend's view of a job, already cross-checked with the runner's files.
+
+    ``claim``: set when the job is not the one that runs the attempt — another launch's
+    runner claimed it (see ``jobfiles.CLAIM``); core then adopts that job (``Backend.adopt``).
+    """
 
     state: State
     exit_code: int | None = None
     reason: str | None = None
     start_time: dt.datetime | None = None
     end_time: dt.datetime | None = None
+    claim: dict[str, Any] | None = None
 
 
 class Backend(abc.ABC):
@@ -154,6 +159,17 @@ class Backend(abc.ABC):
     def launch(self, job: JobSpec) -> Launched:
         """Start one attempt; returns its job id (and any handle needed to find it later)."""
         return self._launch(job)
+
+    def adopt(self, job: JobSpec) -> Launched | None:
+        """The job that already runs (or ran) this attempt, if the backend can find it: its
+        runner's claim (``jobfiles.CLAIM`` in the attempt folder), or the backend's own records
+        (a container's labels, a batch job's name). None when nothing is known of one.
+
+        Core asks before it launches an attempt that a dead driver may have started already
+        (it was recorded SUBMITTED, with no job id), and when a polled job turns out to have
+        lost the attempt's claim to another launch. Default: nothing is known.
+        """
+        return None
 
     def poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
         """Current status of many jobs in one go, keyed by ``job_id``.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -19,11 +20,12 @@ from typing import Any
 
 import attrs
 
-from runyard import naming, serialization
+from runyard import naming, redact, serialization
 from runyard.artifacts import Artifact
 from runyard.config import Config, Partial, Script, target_name
 from runyard.errors import (
     ConfigError,
+    DiskFullError,
     ExperimentStateError,
     TaskStateError,
     UnknownTaskError,
@@ -105,14 +107,19 @@ def _new_id(title: str) -> str:
     return f"{stamp}_{title}"
 
 
-def _check_number(value: Any, what: str, *, integer: bool = False, allow_zero: bool = False) -> Any:
+def _check_number(
+    value: Any, what: str, *, integer: bool = False, allow_zero: bool = False, at_least: float = 0
+) -> Any:
     if value is None:
         return None
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ConfigError(f"{what} must be a {'whole ' if integer else ''}number, got {value!r}")
+    finite = not isinstance(value, float) or math.isfinite(value)  # nan compares False to everything
+    if isinstance(value, bool) or not isinstance(value, kinds) or not finite:
+        raise ConfigError(f"{what} must be a finite {'whole ' if integer else ''}number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{what} must be {'zero or more' if allow_zero else 'positive'}, got {value!r}")
+    if value < at_least:
+        raise ConfigError(f"{what} must be at least {at_least}, got {value!r}")
     return value
 
 
@@ -148,13 +155,14 @@ class Experiment:
         naming.check_name(title, "experiment title")
         if description is not None and not isinstance(description, str):
             raise ConfigError(f"description must be a string, got {description!r}")
-        if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+        if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
             raise ConfigError(f"tags must be a list of strings, got {tags!r}")
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
         _check_number(max_retries, "max_retries", integer=True, allow_zero=True)
         _check_number(timeout, "timeout")
-        _check_number(checkpoint_interval, "checkpoint_interval")
+        # the driver refreshes its heartbeat in the store that often: not every few ms
+        _check_number(checkpoint_interval, "checkpoint_interval", at_least=0.1)
         meta = _check_metadata(metadata or {})
         main = sys.modules.get("__main__")
         # a script run as `python file.py` (not `-m pkg`, whose targets import by module name)
@@ -182,7 +190,7 @@ class Experiment:
                 break
             except sqlite3.IntegrityError:  # another process took this microsecond
                 continue
-        os.makedirs(store.experiment_dir(experiment_id), exist_ok=True)
+        os.makedirs(store.experiment_dir(experiment_id), mode=0o700, exist_ok=True)
         self._store = store
         self._id = experiment_id
         self._record_cache: ExperimentRecord | None = None
@@ -321,16 +329,13 @@ class Experiment:
             if not isinstance(spec.executor, Executor):
                 raise ConfigError(f"a plugin returned {spec.executor!r}, which is not an executor")
             encoded = serialization.encode(spec.task, where=f"task {task_id!r}")
-            ex_json = serialization.dumps(serialization.unstructure_executor(spec.executor))
+            unstructured = serialization.unstructure_executor(spec.executor)
             applied = [
                 {"plugin": f"{type(p).__module__}:{type(p).__qualname__}", "repr": repr(p)} for p in plugins
             ]
-            rows.append((task_id, serialization.dumps(encoded), ex_json, deps, applied))
+            rows.append((task_id, encoded, unstructured, deps, applied))
             ids.append(task_id)
-        settings = self._meta().settings
-        for task_id, task_json, _, _, _ in rows:
-            self._write_task_file(task_id, task_json, settings)
-        self._store.add_task(self._id, rows)
+        self._store_tasks(rows)
         existing.update(ids)  # the cache stays whole without reading every id again
         return ids if group else ids[0]
 
@@ -380,15 +385,27 @@ class Experiment:
         self._suffix_hints[name] = n
         return f"{name}-{n}"
 
+    def _store_tasks(self, rows: list[tuple[str, Any, dict[str, Any], list[str], list[Any]]]) -> None:
+        """Write each task ``(id, encoded task, unstructured executor, dependencies, plugins)``
+        to its task.json and to the store, with no secret value (``redact.conceal``)."""
+        settings = self._meta().settings
+        stored = []
+        for task_id, task, executor, deps, applied in rows:
+            redact.conceal(self._id, task_id, executor, task)
+            task_json = serialization.dumps(task)
+            self._write_task_file(task_id, task_json, settings)
+            stored.append((task_id, task_json, serialization.dumps(executor), deps, applied))
+        self._store.add_task(self._id, stored)
+
     def _write_task_file(self, task_id: str, task_json: str, settings: dict[str, Any]) -> None:
         task_dir = self._store.task_dir(self._id, task_id)
-        os.makedirs(task_dir, exist_ok=True)
+        os.makedirs(task_dir, mode=0o700, exist_ok=True)  # others read nothing, whatever the umask
         body = (
             '{"task": ' + task_json + ', "main_path": ' + json.dumps(self._meta().main_path)
             + ', "python_path": ' + json.dumps(settings.get("python_path") or []) + "}"
         )  # fmt: skip
         tmp = os.path.join(task_dir, f".{TASK}.tmp")
-        with open(tmp, "w") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(body)
         os.replace(tmp, os.path.join(task_dir, TASK))
 
@@ -428,7 +445,10 @@ class Experiment:
         if all(s in FINAL_STATES for s in states) or self._record.launched_at is None:
             return
         if not self.driver_alive():
-            Driver(self._store, self._id, kind="sync").poll_once()
+            try:
+                Driver(self._store, self._id, kind="sync").poll_once()
+            except DiskFullError as exc:  # what the store holds is still worth showing
+                warnings.warn(f"{exc} (the state shown may be behind the backends')", stacklevel=3)
 
     # --- running ----------------------------------------------------------------------------
     def run(
@@ -500,8 +520,9 @@ class Experiment:
         for task in self._store.tasks(self._id):
             executor = self._executor_of(task)
             spec = job_spec(
-                record, task, executor, task.attempts + 1, self._store.task_dir(self._id, task.id)
-            )
+                record, task, executor, task.attempts + 1, self._store.task_dir(self._id, task.id),
+                with_secrets=False,  # shown masked: no need to look for their values
+            )  # fmt: skip
             out[task.id] = plugin_manager().backend(executor.kind).dry_run(spec)
         stream = file if file is not None else sys.stdout
         for task_id, text in out.items():
@@ -550,6 +571,9 @@ class Experiment:
         Raises ExperimentStateError if nothing drives the experiment any more (its supervisor
         died: `runyard takeover`), TimeoutError after ``timeout`` seconds.
         """
+        _check_number(timeout, "timeout", allow_zero=True)
+        _check_number(interval, "interval")
+        self._check_launched("wait for")
         deadline = None if timeout is None else time.monotonic() + timeout
         orphaned_since: float | None = None
         while True:
@@ -574,6 +598,7 @@ class Experiment:
 
     def takeover(self, *, detach: bool = True) -> State:
         """Drive an experiment whose driver died: a new supervisor (or this process)."""
+        self._check_launched("take over")
         if self.driver_alive():
             raise ExperimentStateError(
                 f"experiment {self._id} is still driven by live pid {self._record.driver_pid}"
@@ -586,6 +611,14 @@ class Experiment:
             start_supervisor(self._store, self._id)
             return self.status()
         return self._drive_attached(tail_logs=False, on_interrupt="cancel")
+
+    def _check_launched(self, doing: str) -> None:
+        states = self._store.task_states(self._id)
+        if self._record.launched_at is None and not all(s in FINAL_STATES for s in states):
+            raise ExperimentStateError(
+                f"experiment {self._id} has not been launched: nothing to {doing}; "
+                f"launch it with run.Experiment.from_id({self._id!r}).run()"
+            )
 
     def _ensure_driver(self) -> None:
         """After retry/resume: make sure some process drives the experiment."""
@@ -712,6 +745,7 @@ class Experiment:
     def stream_logs(self, task_id: str, follow: bool = True, interval: float = 0.2) -> Iterator[LogEntry]:
         """Output lines of the task with their timestamps; with ``follow``, until it ends
         (across retries: each attempt's lines in turn)."""
+        _check_number(interval, "interval")
         task = self._task(task_id)
         attempt = max(task.attempts, 1)
         offset = 0
@@ -754,7 +788,7 @@ class Experiment:
     ) -> Artifact:
         """Record a file or folder (size, SHA-256) through an artifact store."""
         naming.check_name(name, "artifact name")
-        if not isinstance(path, (str, os.PathLike)):
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise ConfigError(f"artifact path must be a path, got {path!r}")
         if description is not None and not isinstance(description, str):
             raise ConfigError(f"artifact description must be a string, got {description!r}")
@@ -803,6 +837,8 @@ class Experiment:
     def track_config_version(self, name: str, config: Any, description: str | None = None) -> int:
         """Store a copy of ``config`` as the next version of ``name``; returns the version."""
         naming.check_name(name, "config name")
+        if description is not None and not isinstance(description, str):
+            raise ConfigError(f"config version description must be a string, got {description!r}")
         encoded = serialization.dumps(serialization.encode(config, where=f"config {name!r}"))
         return self._store.add_config_version(self._id, name, encoded, description)
 
@@ -828,7 +864,4 @@ class Experiment:
         if main_path or python_path:  # tasks from another script: import them as it did
             self._store.set_paths(self._id, main_path, python_path)
             self._record_cache = None
-        settings = self._meta().settings
-        for task_id, task_json, _, _, _ in rows:
-            self._write_task_file(task_id, task_json, settings)
-        self._store.add_task(self._id, rows)
+        self._store_tasks([(i, json.loads(t), json.loads(e), d, p) for i, t, e, d, p in rows])

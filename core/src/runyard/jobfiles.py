@@ -12,11 +12,14 @@ import os
 from importlib import resources
 from typing import Any
 
+from runyard.errors import BackendError
 from runyard.executor import JobStatus
 from runyard.packaging import CodePackage
 from runyard.states import State
 
 RESULT = "result.json"
+CLAIM = "claim.json"  # written first, exclusively, by the runner that runs the attempt
+CLAIMED_EXIT = 75  # a runner that finds the attempt claimed already exits with this, running nothing
 HEARTBEAT = "heartbeat"
 JOURNAL = "journal.log"
 STDOUT = "stdout.log"
@@ -40,12 +43,49 @@ def parse_result(text: str | bytes | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "exit_code" in data else None
 
 
-def read_local_result(attempt_dir: str) -> dict[str, Any] | None:
+def _read_local(path: str) -> bytes | None:
+    """A runner file's bytes; None when it does not exist. Any other error (too many open
+    files, permissions, I/O) is no answer at all: raised as BackendError, never taken for
+    "the runner wrote nothing"."""
     try:
-        with open(os.path.join(attempt_dir, RESULT), "rb") as f:
-            return parse_result(f.read())
-    except OSError:
+        with open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        raise BackendError(f"cannot read {path}: {exc}") from None
+
+
+def read_local_result(attempt_dir: str) -> dict[str, Any] | None:
+    return parse_result(_read_local(os.path.join(attempt_dir, RESULT)))
+
+
+def parse_claim(text: str | bytes | None) -> dict[str, Any] | None:
+    """A runner's claim; ``{}`` for a claim being written (claimed, owner not known yet);
+    None when there is none."""
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_local_claim(attempt_dir: str) -> dict[str, Any] | None:
+    return parse_claim(_read_local(os.path.join(attempt_dir, CLAIM)))
+
+
+def claimed_by_other(claim: dict[str, Any] | None, launch: str | None) -> bool:
+    """Whether ``claim`` shows that another launch than ``launch`` runs the attempt."""
+    if not claim or launch is None:
+        return False
+    return claim.get("launch") not in (None, launch)
+
+
+def superseded_status(claim: dict[str, Any]) -> JobStatus:
+    """The status of a job whose attempt another launch claimed: core adopts that one."""
+    return JobStatus(state=State.RUNNING, claim=claim)
 
 
 def timestamp(value: Any) -> dt.datetime | None:

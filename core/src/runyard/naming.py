@@ -1,7 +1,8 @@
-"""Names that become paths: experiment titles, task names, artifact names.
+"""Names that become paths: experiment titles, task names and ids, artifact names.
 
 Only letters, digits, ``.``, ``_`` and ``-``; first character a letter or digit; no ``..``.
 So no title or name can climb out of its folder or hide a NUL or a newline.
+:func:`check_component` is the store's last line of defence for ids it reads back.
 """
 
 from __future__ import annotations
@@ -12,18 +13,30 @@ from runyard.errors import ConfigError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_LEN = 100
+MAX_ID_LEN = 255  # a task id is a name plus ``-<n>`` suffixes; 255 is a file name's limit
 
 
-def check_name(value: object, what: str) -> str:
+def check_name(value: object, what: str, max_len: int = MAX_LEN) -> str:
     """``value`` if it is a valid name; a ConfigError naming it and the rule otherwise."""
     if not isinstance(value, str):
         raise ConfigError(f"{what} must be a string, got {value!r}")
     if not value:
         raise ConfigError(f"{what} must not be empty")
-    if len(value) > MAX_LEN or not _NAME.fullmatch(value) or ".." in value:
+    if len(value) > max_len or not _NAME.fullmatch(value) or ".." in value:
         raise ConfigError(
             f"{what} {value!r} is not allowed: use letters, digits, '.', '_' and '-', starting with"
-            f" a letter or digit, at most {MAX_LEN} characters (no '/', '..', spaces or NUL)"
+            f" a letter or digit, at most {max_len} characters (no '/', '..', spaces or NUL)"
+        )
+    return value
+
+
+def check_component(value: str, what: str) -> str:
+    """``value`` if it is one path component that stays in its folder: not empty, ``.`` or
+    ``..``, no ``/`` or NUL. Only a damaged store row can hold anything else."""
+    if value in ("", ".", "..") or "/" in value or "\0" in value:
+        raise ConfigError(
+            f"refusing {what} {value!r} as a folder name: it must be one path component (not empty,"
+            " '.' or '..', no '/' or NUL); the store row that holds it is damaged"
         )
     return value
 

@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import select
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from runyard import serialization
-from runyard.errors import BackendError
+from runyard import redact, serialization
+from runyard.dag import find_cycle
+from runyard.errors import BackendError, MissingSecretError
 from runyard.executor import Backend, Executor, JobRef, JobSpec, JobStatus
 from runyard.plugins import Plugins, plugin_manager
 from runyard.runner import script_argv
 from runyard.states import FINAL_STATES, LIVE_STATES, State, experiment_state
-from runyard.store import ExperimentRecord, Store, TaskRecord
+from runyard.store import ExperimentRecord, Lease, LeaseLostError, Store, TaskRecord
 
 HEARTBEAT_INTERVAL = 2.0  # seconds between two driver heartbeats in the store
 STALE_AFTER = 10.0  # a driver whose heartbeat is older than this is taken for dead
 LAUNCH_BATCH = 64  # tasks launched per loop turn, so polling stays responsive
+LOOP_STALL = 600.0  # a loop turn that has not ended after this long: stop heartbeating (hung)
 _LIVE = tuple(LIVE_STATES)
 _RUNNABLE = (State.SUBMITTED, State.RUNNING)
 
@@ -70,19 +75,34 @@ class Driver:
         self.observer = observer
         self.plugins = plugins or plugin_manager()
         self.pid = os.getpid()
+        self.lease: Lease | None = None
         self.tasks: dict[str, TaskRecord] = {}
         self._rev = 0
         self._executors: dict[str, Executor] = {}
         self._last_heartbeat = 0.0
+        self._turn_started: float | None = None
         self._stop = False
+        self._lease_lost = False
+        self._stopped = threading.Event()
+        raise_fd_limit()
 
     # --- public -------------------------------------------------------------------------
     def claim(self) -> bool:
         """Become the experiment's driver; False if a live driver holds it."""
-        return self.store.claim_driver(self.experiment_id, self.pid, self.kind, STALE_AFTER)
+        number = self.store.claim_driver(self.experiment_id, self.pid, self.kind, STALE_AFTER)
+        self.lease = None if number is None else Lease(self.pid, number)
+        self._last_heartbeat = time.time()
+        return self.lease is not None
 
     def release(self) -> None:
-        self.store.release_driver(self.experiment_id, self.pid)
+        if self.lease is not None:
+            self.store.release_driver(self.experiment_id, self.pid, self.lease.number)
+            self.lease = None
+
+    @property
+    def lost_lease(self) -> bool:
+        """Whether another driver took the experiment over from this one (it then stops)."""
+        return self._lease_lost
 
     def stop(self) -> None:
         """Ask the loop to return at its next turn (tasks keep running)."""
@@ -134,7 +154,41 @@ class Driver:
 
     def run(self) -> State:
         self._setup()
+        beat = threading.Thread(target=self._heartbeats, name="runyard-driver-heartbeat", daemon=True)
+        beat.start()
+        try:
+            return self._run()
+        except LeaseLostError as exc:
+            self._lease_lost = True
+            print(f"runyard: {exc}; this driver stops (the new one drives on)", file=sys.stderr, flush=True)
+            return experiment_state(self.store.task_states(self.experiment_id))
+        finally:
+            self._stopped.set()
+            beat.join(timeout=5)
+
+    def _heartbeats(self) -> None:
+        """Beat in the store on its own clock, whatever the loop is doing (a slow backend call,
+        a timeout enforced over many tasks), unless the loop is hung; stop the loop as soon as
+        the lease turns out to be another driver's."""
+        while not self._stopped.wait(max(0.05, self._last_heartbeat + self._heartbeat_every() - time.time())):
+            started = self._turn_started
+            if started is not None and time.time() - started > LOOP_STALL:
+                continue  # hung: let the heartbeat go stale, so that a new driver may take over
+            if self.lease is None:
+                continue  # not claimed (yet, or between two claims): nothing to refresh
+            try:
+                ok = self.store.driver_heartbeat(self.experiment_id, self.pid, self.lease.number)
+            except Exception:  # a busy or full disk: the next beat tries again
+                ok = True
+            self._last_heartbeat = time.time()
+            if not ok:
+                self._lease_lost = True
+                self._stop = True
+                return
+
+    def _run(self) -> State:
         self._recover()
+        self._cancel_cycles()
         while not self._stop:
             changed = self._turn()
             if self.observer is not None:
@@ -162,20 +216,20 @@ class Driver:
 
     # --- one turn of the loop ------------------------------------------------------------
     def _turn(self) -> list[TaskRecord]:
-        now = time.time()
-        if now - self._last_heartbeat >= self._heartbeat_every() - 0.01:
-            self.store.driver_heartbeat(self.experiment_id, self.pid)
-            self._last_heartbeat = now
+        now = self._turn_started = time.time()
         before = {k: (t.status, t.attempts, t.rev) for k, t in self.tasks.items()}
         self._refresh()
         self._poll()
         self._cascade_failures()
-        if self._timed_out(now):
-            self._enforce_timeout()
-        else:
-            self._launch_ready()
+        self._enforce_timeout(now)
+        self._launch_ready()
         self._refresh()
+        self._turn_started = None
         return [t for k, t in self.tasks.items() if before.get(k) != (t.status, t.attempts, t.rev)]
+
+    def _move(self, task_id: str, to: State, when: Sequence[State], **fields: Any) -> State | None:
+        """A state transition of one task, under this driver's lease (if it holds one)."""
+        return self.store.transition(self.experiment_id, task_id, to, when=when, lease=self.lease, **fields)
 
     def _checkpoint_interval(self) -> float:
         value = self._settings.get("checkpoint_interval")
@@ -199,14 +253,56 @@ class Driver:
         return job_ref(self.store, task, self._executor(task))
 
     def _recover(self) -> None:
-        """Tasks a dead driver was launching but never recorded go back to PENDING."""
+        """Tasks a dead driver was launching but never recorded: adopt the job that runs the
+        attempt if the backend finds one (its runner claimed the attempt), else launch the
+        same attempt again. A runner that finds its attempt claimed runs nothing, so even a
+        job the dead driver started after all cannot run the task a second time."""
         for task in list(self.tasks.values()):
-            if task.status is State.SUBMITTED and task.job_id is None:
-                self.store.transition(
-                    self.experiment_id, task.id, State.PENDING, when=[State.SUBMITTED],
-                    attempt=task.attempts, reason="launch interrupted; relaunching",
+            if task.status is not State.SUBMITTED or task.job_id is not None:
+                continue
+            spec = self._spec(task, task.attempts)
+            try:
+                found = self.plugins.backend(spec.executor.kind).adopt(spec)
+            except BackendError:
+                found = None  # unreachable now: relaunching the same attempt is safe all the same
+            if found is not None:
+                self._move(
+                    task.id, found.state, [State.SUBMITTED], attempt=task.attempts,
+                    job_id=found.job_id, handle=found.handle, start_time=task.start_time or time.time(),
+                    reason=None,
+                )  # fmt: skip
+            else:
+                self._move(
+                    task.id, State.PENDING, [State.SUBMITTED], attempt=task.attempts,
+                    attempts=task.attempts - 1, reason="launch interrupted; launching it again",
                 )  # fmt: skip
         self._refresh()
+
+    def _cancel_cycles(self) -> None:
+        """Tasks whose dependencies form a cycle (a store written before snapshots were
+        checked) can never start: cancel them, naming the cycle, rather than wait forever."""
+        open_tasks = {t.id: t.dependencies for t in self.tasks.values() if t.status not in FINAL_STATES}
+        while cycle := find_cycle(open_tasks):
+            for task_id in cycle[:-1]:
+                self._move(
+                    task_id, State.CANCELLED, [State.PENDING, State.PAUSED],
+                    reason=f"dependency cycle: {' -> '.join(cycle)}", end_time=time.time(),
+                )  # fmt: skip
+                open_tasks.pop(task_id, None)
+        self._refresh()
+
+    def _adopt(self, task: TaskRecord, claim: dict[str, Any]) -> None:
+        """The polled job lost its attempt's claim to another launch: follow that one."""
+        spec = self._spec(task, task.attempts)
+        try:
+            found = self.plugins.backend(spec.executor.kind).adopt(spec)
+        except BackendError:
+            return  # next poll
+        if found is not None and found.job_id != task.job_id:
+            self._move(
+                task.id, task.status, [task.status], attempt=task.attempts,
+                job_id=found.job_id, handle=found.handle,
+            )  # fmt: skip
 
     # --- polling ----------------------------------------------------------------------------
     def _poll(self) -> None:
@@ -227,7 +323,9 @@ class Driver:
                     self._observe(task, status)
 
     def _observe(self, task: TaskRecord, status: JobStatus) -> None:
-        exp = self.experiment_id
+        if status.claim is not None:
+            self._adopt(task, status.claim)
+            return
         if status.state in FINAL_STATES:
             fields: dict[str, Any] = {
                 "exit_code": status.exit_code,
@@ -241,14 +339,12 @@ class Driver:
                     f" {status.reason or 'exit code %s' % status.exit_code})"
                 )
                 fields["job_id"] = None
-                self.store.transition(
-                    exp, task.id, State.PENDING, when=_LIVE, attempt=task.attempts, **fields
-                )
+                self._move(task.id, State.PENDING, _LIVE, attempt=task.attempts, **fields)
             else:
-                self.store.transition(exp, task.id, status.state, when=_LIVE, attempt=task.attempts, **fields)
+                self._move(task.id, status.state, _LIVE, attempt=task.attempts, **fields)
         elif status.state is State.RUNNING and task.status is State.SUBMITTED:
-            self.store.transition(
-                exp, task.id, State.RUNNING, when=[State.SUBMITTED], attempt=task.attempts,
+            self._move(
+                task.id, State.RUNNING, [State.SUBMITTED], attempt=task.attempts,
                 start_time=_ts(status.start_time) or time.time(),
             )  # fmt: skip
 
@@ -261,48 +357,65 @@ class Driver:
         while changed:
             changed = False
             for task in list(self.tasks.values()):
-                if task.status in FINAL_STATES or not any(
-                    self.tasks[d].status in (State.FAILED, State.CANCELLED) for d in task.dependencies
-                ):
+                if task.status in FINAL_STATES:
+                    continue
+                # a dependency the experiment has not got (stored before snapshots were checked)
+                missing = [d for d in task.dependencies if d not in self.tasks]
+                if missing:
+                    reason = f"dependency {missing[0]!r} does not exist in this experiment"
+                elif any(self.tasks[d].status in (State.FAILED, State.CANCELLED) for d in task.dependencies):
+                    reason = "dependency failed"
+                else:
                     continue
                 if task.job_id is not None and task.status in _LIVE:
                     # chained in its backend's queue: take it out of there too
                     try:
                         changed |= cancel_task(
-                            self.store, self.plugins, task, "dependency failed", self._executor(task)
+                            self.store, self.plugins, task, reason, self._executor(task), lease=self.lease
                         )
                     except BackendError:
                         continue  # the backend is unreachable: try again next turn
-                elif self.store.transition(
-                    self.experiment_id, task.id, State.CANCELLED, when=[State.PENDING, State.PAUSED],
-                    reason="dependency failed", end_time=time.time(),
+                elif self._move(
+                    task.id, State.CANCELLED, [State.PENDING, State.PAUSED],
+                    reason=reason, end_time=time.time(),
                 ):  # fmt: skip
                     changed = True
             if changed:
                 self._refresh()
 
-    def _timed_out(self, now: float) -> bool:
+    def _deadline(self, task: TaskRecord) -> float | None:
+        """When the experiment's timeout ends ``task``: counted from the launch, or from the
+        retry that put the task back (a retry starts a new clock for what it re-runs)."""
         timeout = self._settings.get("timeout")
-        launched = self._record.launched_at
-        return bool(timeout and launched and now - launched > float(timeout))
+        start = task.clock_start or self._record.launched_at
+        return start + float(timeout) if timeout and start else None
 
-    def _enforce_timeout(self) -> None:
+    def _enforce_timeout(self, now: float) -> None:
+        """End what has run out of time: recorded first (under the lease), then the job told
+        to stop; no call waits for a job to die, so a timeout over many tasks is quick."""
+        changed = False
         for task in list(self.tasks.values()):
-            if task.status in FINAL_STATES:
+            deadline = self._deadline(task)
+            if task.status in FINAL_STATES or deadline is None or now <= deadline:
                 continue
+            changed = True
             if task.job_id is not None and task.status in _LIVE:
-                self._backend_call("cancel", task)
-                self.store.transition(
-                    self.experiment_id, task.id, State.FAILED, when=_LIVE, attempt=task.attempts,
+                if self._move(
+                    task.id,
+                    State.FAILED,
+                    _LIVE,
+                    attempt=task.attempts,
+                    reason="timeout",
+                    end_time=time.time(),
+                ):
+                    self._backend_call("cancel", task)
+            else:
+                self._move(
+                    task.id, State.CANCELLED, [State.PENDING, State.PAUSED, State.SUBMITTED],
                     reason="timeout", end_time=time.time(),
                 )  # fmt: skip
-            else:
-                self.store.transition(
-                    self.experiment_id, task.id, State.CANCELLED,
-                    when=[State.PENDING, State.PAUSED, State.SUBMITTED], reason="timeout",
-                    end_time=time.time(),
-                )  # fmt: skip
-        self._refresh()
+        if changed:
+            self._refresh()
 
     def _backend_call(self, what: str, task: TaskRecord) -> None:
         backend = self.plugins.backend(self._executor(task).kind)
@@ -319,8 +432,8 @@ class Driver:
         # self.tasks is in add order already (filled from the store by seq; tasks cannot be
         # added once an experiment is launched), so no sort in this per-turn loop
         for task in self.tasks.values():
-            if task.status is not State.PENDING:
-                continue
+            if task.status is not State.PENDING or any(d not in self.tasks for d in task.dependencies):
+                continue  # (a missing dependency: _cascade_failures cancels it)
             deps = [self.tasks[d] for d in task.dependencies]
             if all(d.status is State.SUCCEEDED for d in deps):
                 out.append((task, []))
@@ -361,26 +474,48 @@ class Driver:
     def _sequential(self) -> bool:
         return bool((self._record.run_options or {}).get("sequential"))
 
-    def _spec(self, task: TaskRecord, attempt: int, after: Sequence[TaskRecord] = ()) -> JobSpec:
+    def _spec(
+        self, task: TaskRecord, attempt: int, after: Sequence[TaskRecord] = (), with_secrets: bool = False
+    ) -> JobSpec:
+        """``job_spec``; the secrets' values only for a launch (``with_secrets``)."""
         spec = job_spec(
             self._record,
             task,
             self._executor(task),
             attempt,
             self.store.task_dir(self.experiment_id, task.id),
+            with_secrets=with_secrets,
         )
         spec.after = [self._ref(d) for d in after]
+        grace = getattr(spec.executor, "cancel_grace", None)
+        if grace is not None:  # the runner escalates a cancel by itself, after this grace
+            spec.env.setdefault("RUNYARD_CANCEL_GRACE", str(grace))
         return spec
 
     def _launch(self, kind: str, batch: list[tuple[TaskRecord, list[TaskRecord]]]) -> None:
-        exp = self.experiment_id
         claimed: list[JobSpec] = []
         for task, after in batch:
             attempt = task.attempts + 1
-            if self.store.transition(
-                exp, task.id, State.SUBMITTED, when=[State.PENDING], attempts=attempt, reason=None
-            ):  # else: cancelled or paused by another process meanwhile
-                claimed.append(self._spec(task, attempt, after))
+            # recorded before the job starts: a driver that dies after starting it leaves the
+            # launch id behind, and the runner's claim names it (see _recover)
+            launch = secrets.token_hex(8)
+            if self._move(
+                task.id,
+                State.SUBMITTED,
+                [State.PENDING],
+                attempts=attempt,
+                reason=None,
+                handle={"launch": launch},
+                job_id=None,
+            ):  # fmt: skip  (else: cancelled or paused by another process meanwhile)
+                try:
+                    spec = self._spec(task, attempt, after, with_secrets=True)
+                except MissingSecretError as exc:  # nothing to launch it with: say so
+                    self._move(task.id, State.FAILED, [State.SUBMITTED], attempt=attempt,
+                               reason=f"launch failed: {exc}", end_time=time.time())  # fmt: skip
+                    continue
+                spec.env["RUNYARD_LAUNCH_ID"] = launch
+                claimed.append(spec)
         if not claimed:
             return
         backend = self.plugins.backend(kind)
@@ -388,17 +523,18 @@ class Driver:
         for spec, result in zip(claimed, results, strict=True):
             if isinstance(result, Exception):  # the backend refused: the attempt failed, say why
                 to = State.PENDING if spec.attempt <= self._max_retries() else State.FAILED
-                self.store.transition(
-                    exp, spec.task_id, to, when=[State.SUBMITTED], attempt=spec.attempt,
+                self._move(
+                    spec.task_id, to, [State.SUBMITTED], attempt=spec.attempt,
                     reason=f"launch failed: {result}", end_time=time.time(),
                 )  # fmt: skip
                 continue
-            ok = self.store.transition(
-                exp, spec.task_id, result.state, when=[State.SUBMITTED], attempt=spec.attempt,
-                job_id=result.job_id, handle=result.handle, start_time=time.time(),
+            handle = {**result.handle, "launch": spec.env["RUNYARD_LAUNCH_ID"]}
+            ok = self._move(
+                spec.task_id, result.state, [State.SUBMITTED], attempt=spec.attempt,
+                job_id=result.job_id, handle=handle, start_time=time.time(),
             )  # fmt: skip
             if not ok:  # cancelled while we were launching it: honour that
-                ref = JobRef(result.job_id, result.handle, spec.task_dir, spec.attempt, spec.executor)
+                ref = JobRef(result.job_id, handle, spec.task_dir, spec.attempt, spec.executor)
                 try:
                     backend.cancel(ref)
                 except BackendError:
@@ -427,10 +563,11 @@ class Driver:
             tick = self.observer.wants_tick()
             if tick is not None:
                 wait = min(wait, tick)
-        timeout = self._settings.get("timeout")
-        if timeout:
-            launched = self._record.launched_at or time.time()
-            wait = max(0.0, min(wait, launched + float(timeout) - time.time() + 0.01))
+        deadlines = [
+            d for t in self.tasks.values() if t.status not in FINAL_STATES and (d := self._deadline(t))
+        ]
+        if deadlines:
+            wait = max(0.0, min(wait, min(deadlines) - time.time() + 0.01))
         if fds:
             poller = select.poll()
             for fd in fds:
@@ -455,8 +592,17 @@ def job_ref(store: Store, task: TaskRecord, executor: Executor) -> JobRef:
 
 
 def job_spec(
-    record: ExperimentRecord, task: TaskRecord, executor: Executor, attempt: int, task_dir: str
+    record: ExperimentRecord,
+    task: TaskRecord,
+    executor: Executor,
+    attempt: int,
+    task_dir: str,
+    *,
+    with_secrets: bool = True,
 ) -> JobSpec:
+    """The job of one attempt. Its ``env`` has the values of the secrets the store holds only
+    markers for (``redact.reveal``: MissingSecretError if this process has none);
+    ``with_secrets=False`` leaves the markers (a dry run, a question to the backend)."""
     encoded = json.loads(task.task)
     is_script = encoded.get(serialization.TAG) == "script"
     env = dict(executor.env_vars)
@@ -464,6 +610,8 @@ def job_spec(
     if is_script:
         env.update(encoded.get("env") or {})
         argv = script_argv(encoded)
+    if with_secrets:
+        env = redact.reveal(record.id, task.id, env)
     env.update(task_env(record, task, attempt, task_dir))
     return JobSpec(
         experiment_id=record.id, task_id=task.id, attempt=attempt, task_dir=task_dir,
@@ -472,7 +620,15 @@ def job_spec(
     )  # fmt: skip
 
 
-def cancel_task(store: Store, plugins: Plugins, task: TaskRecord, reason: str, executor: Executor) -> bool:
+def cancel_task(
+    store: Store,
+    plugins: Plugins,
+    task: TaskRecord,
+    reason: str,
+    executor: Executor,
+    *,
+    lease: Lease | None = None,
+) -> bool:
     """Cancel one task from any process: record CANCELLED, then end its job on the backend.
 
     Recording first means a driver polling at the same moment cannot take the dying job for
@@ -485,7 +641,7 @@ def cancel_task(store: Store, plugins: Plugins, task: TaskRecord, reason: str, e
     previous = store.transition(
         exp, task.id, State.CANCELLED,
         when=[State.PENDING, State.PAUSED, State.SUBMITTED, State.RUNNING],
-        reason=reason, end_time=time.time(),
+        reason=reason, end_time=time.time(), lease=lease,
     )  # fmt: skip
     if previous is None:
         return False
@@ -501,3 +657,16 @@ def cancel_task(store: Store, plugins: Plugins, task: TaskRecord, reason: str, e
             )  # fmt: skip
             raise
     return True
+
+
+def raise_fd_limit() -> None:
+    """Lift this process's soft limit on open files to the hard one: a driver watches many
+    jobs at once (macOS and many containers start at 256)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass

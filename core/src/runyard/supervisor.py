@@ -2,7 +2,8 @@
 
 ``python -m runyard.supervisor HOME EXPERIMENT_ID``. Started in a new session so that it
 outlives the process that launched it; records its pid and heartbeat in the store, where
-any process sees it (and ``runyard takeover`` replaces it if it died).
+any process sees it (and ``runyard takeover`` replaces it if it died). Its stdin, up to its
+end, is the JSON of the secrets' values its starter kept (``redact.export``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 import time
 from typing import Any
 
-from runyard.errors import BackendError
+from runyard import redact
+from runyard.errors import BackendError, DiskFullError, disk_full
 from runyard.store import Store, open_store, pid_alive
 
 LOG = "supervisor.log"
@@ -28,9 +30,15 @@ def start_supervisor(store: Store, experiment_id: str, wait: float = 60.0) -> in
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "runyard.supervisor", store.home, experiment_id],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=exp_dir,
         )  # fmt: skip
+    assert proc.stdin is not None
+    try:  # the secrets' values this process kept: on a pipe, never on disk or the command line
+        with proc.stdin:
+            proc.stdin.write(redact.export(experiment_id))
+    except BrokenPipeError:
+        pass  # it died at once: said below
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         record = store.experiment(experiment_id)
@@ -40,6 +48,12 @@ def start_supervisor(store: Store, experiment_id: str, wait: float = 60.0) -> in
         if code is not None:
             if record.driver_pid and pid_alive(record.driver_pid):
                 return record.driver_pid  # another driver took it first: fine
+            if disk_full(log_path):  # then its log says nothing, or not why
+                raise DiskFullError(
+                    log_path,
+                    f"the supervisor for {experiment_id} exited with code {code} before taking over",
+                    f", then run `runyard takeover {experiment_id}`",
+                )
             raise BackendError(
                 f"the supervisor for {experiment_id} exited with code {code} before taking over; "
                 f"see {log_path}:\n{_tail(log_path)}"
@@ -63,7 +77,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m runyard.supervisor HOME EXPERIMENT_ID", file=sys.stderr)
         return 2
     home, experiment_id = argv
-    _raise_fd_limit()
+    if sys.stdin is not None and not sys.stdin.isatty():
+        redact.load(experiment_id, sys.stdin.buffer.read())  # from start_supervisor
     store = open_store(home)
     driver = Driver(store, experiment_id, kind="supervisor")
 
@@ -80,19 +95,12 @@ def main(argv: list[str]) -> int:
         state = driver.run()
     finally:
         driver.release()
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} experiment ended: {state}", flush=True)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    if driver.lost_lease:
+        print(f"{stamp} another driver took {experiment_id} over; this supervisor exits", flush=True)
+    else:
+        print(f"{stamp} experiment ended: {state}", flush=True)
     return 0
-
-
-def _raise_fd_limit() -> None:
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass
 
 
 if __name__ == "__main__":

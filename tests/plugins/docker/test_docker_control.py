@@ -77,7 +77,8 @@ def test_cancel_kills_a_task_that_ignores_sigterm_after_the_grace_period(start: 
     until(lambda: not containers_of(client, exp.experiment_id), "the container to be killed and removed")
     t = task(exp, "t")
     assert t.status == "CANCELLED"
-    assert not Path(t.local_directory, "attempt-1", "result.json").exists()  # killed, not ended
+    result = json.loads(Path(t.local_directory, "attempt-1", "result.json").read_text())
+    assert (result["exit_code"], result["error"]) == (137, "killed by signal 9 (SIGKILL)")  # by the runner
 
 
 def test_cancel_from_another_process_finds_the_container_by_its_handle(start: Start, client: Any) -> None:

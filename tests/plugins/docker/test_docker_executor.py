@@ -41,6 +41,7 @@ def test_without_RUNYARD_DOCKER_IMAGE_the_default_image_is_python_slim(
     assert run.DockerExecutor().image == "python:3.11-slim"
 
 
+@pytest.mark.alone
 def test_an_executor_round_trips_through_the_store_format() -> None:
     for executor in (
         run.DockerExecutor(image="img:1", gpus="all", shm_size="2g", volumes=["/data:/data:ro"]),

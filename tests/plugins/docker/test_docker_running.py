@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import runyard as run
 import taskdefs
 from _docker_helpers import containers_of, until
@@ -25,6 +26,7 @@ def run_one(task: Any, executor: Any, **experiment: Any) -> tuple[run.Experiment
 
 
 # ----------------------------------------------------------------------------- where and how
+@pytest.mark.alone
 def test_a_python_task_runs_in_a_container_of_the_image(docker_executor: Executor) -> None:
     exp, t = run_one(run.Config(taskdefs.print_env, "HOSTNAME", "RUNYARD_TASK_DIR"), docker_executor())
     assert (t.status, t.exit_code) == ("SUCCEEDED", 0)
@@ -32,6 +34,7 @@ def test_a_python_task_runs_in_a_container_of_the_image(docker_executor: Executo
     assert exp.get_logs("t").stdout == f"HOSTNAME={t.job_id}\nRUNYARD_TASK_DIR=/runyard/task\n"
 
 
+@pytest.mark.alone
 def test_a_task_whose_command_fails_is_failed_with_its_exit_code(docker_executor: Executor) -> None:
     _, t = run_one(run.Config(taskdefs.exit_with, 7), docker_executor())
     assert (t.status, t.exit_code) == ("FAILED", 7)
@@ -45,6 +48,7 @@ def test_an_exception_fails_the_task_with_its_traceback(docker_executor: Executo
     assert "Traceback" in logs.stderr and logs.stderr.rstrip().endswith("RuntimeError: disk full")
 
 
+@pytest.mark.alone
 def test_a_bash_script_runs_in_the_container_and_its_exit_code_counts(docker_executor: Executor) -> None:
     script = run.Script(inline='echo "bash $BASH_VERSION in $PWD"; echo oops >&2; exit 3')
     exp, t = run_one(script, docker_executor())
@@ -60,6 +64,7 @@ def test_a_script_of_another_interpreter_runs_under_the_python_runner(docker_exe
     assert exp.get_logs("t").stdout == "42\n"
 
 
+@pytest.mark.alone
 def test_finished_containers_are_removed_once_result_and_logs_are_in_the_task_folder(
     docker_executor: Executor, client: Any
 ) -> None:
@@ -167,6 +172,7 @@ def test_a_failed_attempt_is_retried_in_a_new_container(docker_executor: Executo
     assert first["exit_code"] == 1
 
 
+@pytest.mark.alone
 def test_retry_runs_a_finished_task_again_in_a_new_container(
     docker_executor: Executor, tasks_dir: str
 ) -> None:

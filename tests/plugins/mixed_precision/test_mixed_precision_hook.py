@@ -27,6 +27,7 @@ def stored_precision(exp: run.Experiment) -> str:
     return exp.create_snapshot().tasks[0]["task"]["kwargs"].get("precision", "unset")
 
 
+@pytest.mark.alone
 def test_the_plugin_is_installed_with_its_hook_and_export(runyard_plugins: Plugins) -> None:
     info = {p.name: p for p in runyard_plugins.describe()}["mixed-precision"]
     assert (info.distribution, info.hooks, info.exports, info.error) == (
@@ -133,6 +134,7 @@ def test_the_hook_is_called_once_for_each_task_added(
     assert [c.kwargs["spec"].task.precision for c in calls] == ["bf16-mixed", "bf16-mixed"]
 
 
+@pytest.mark.alone
 def test_a_real_run_sees_the_precision_and_the_env_vars(
     process_executor: type[run.Executor], monkeypatch: pytest.MonkeyPatch
 ) -> None:

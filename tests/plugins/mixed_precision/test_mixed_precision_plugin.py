@@ -29,6 +29,7 @@ def quietly(plugin: MixedPrecisionPlugin, task: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ modify_task
+@pytest.mark.alone
 def test_precision_is_set_on_a_class_target_that_takes_it() -> None:
     task = quietly(MixedPrecisionPlugin(), run.Config(taskdefs.Trainer, model_size="70b"))
     assert task == run.Config(taskdefs.Trainer, model_size="70b", precision="bf16-mixed")
@@ -180,6 +181,7 @@ def test_add_warns_at_the_callers_line_when_no_target_takes_precision(
     assert caught[0].filename == __file__
 
 
+@pytest.mark.alone
 def test_a_task_runs_with_the_precision_and_the_env_vars(process_executor: type[run.Executor]) -> None:
     exp = run.Experiment("mixed-precision-run")
     task = run.Config(taskdefs.report_precision, env_names=sorted(GUIDE_ENV))
@@ -223,6 +225,7 @@ def without_the_guides_class(source: str) -> str:
     return "MixedPrecisionPlugin = run.MixedPrecisionPlugin\n" + ast.unparse(tree)
 
 
+@pytest.mark.alone
 def test_the_guides_using_plugins_block_works_with_run_mixed_precision_plugin(
     guide_block: str, process_executor: type[run.Executor]
 ) -> None:
@@ -252,6 +255,7 @@ print(json.dumps([after_import, after_manager, f"{cls.__module__}:{cls.__qualnam
 """
 
 
+@pytest.mark.alone
 def test_run_mixed_precision_plugin_is_a_lazy_export() -> None:
     out = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True, check=True).stdout
     after_import, after_manager, name, is_plugin = json.loads(out)

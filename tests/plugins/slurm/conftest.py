@@ -5,7 +5,8 @@ every experiment names its executor. Tasks run on the cluster through SSH; their
 shipped from tests/ (``code=TESTS``), which is how ``taskdefs`` is importable there.
 
 ``cluster`` points the cluster defaults (RUNYARD_SLURM_*) at the test cluster, so
-``run.SlurmExecutor()`` needs no tunnel, as in the guide. After each test it cancels what
+``run.SlurmExecutor()`` needs no tunnel, as in the guide, and caps the poll back-off at
+``slurm_cluster.poll_max`` (2 s, not 10 s). After each test it cancels what
 the test left live and removes the test's experiment folders from the cluster.
 """
 
@@ -35,15 +36,11 @@ def cluster(slurm_cluster: Any, monkeypatch: pytest.MonkeyPatch, runyard_home: s
         "RUNYARD_SLURM_KNOWN_HOSTS": slurm_cluster.known_hosts,
         "RUNYARD_SLURM_JOB_DIR": job_dir,
         "RUNYARD_SLURM_CONFIG": os.path.join(runyard_home, "no-such-slurm.toml"),
+        "RUNYARD_SLURM_POLL_MAX": str(slurm_cluster.poll_max),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    for name in (
-        "RUNYARD_SLURM_PARTITION",
-        "RUNYARD_SLURM_ACCOUNT",
-        "RUNYARD_SLURM_QOS",
-        "RUNYARD_SLURM_POLL_MAX",
-    ):
+    for name in ("RUNYARD_SLURM_PARTITION", "RUNYARD_SLURM_ACCOUNT", "RUNYARD_SLURM_QOS"):
         monkeypatch.delenv(name, raising=False)
     c = Cluster(slurm_cluster, job_dir)
     yield c

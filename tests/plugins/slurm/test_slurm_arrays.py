@@ -3,11 +3,13 @@ own task: its own status, logs, cancel and retry."""
 
 from __future__ import annotations
 
+import pytest
 import runyard as run
 import taskdefs
 from _slurm_helpers import Cluster, until
 
 
+@pytest.mark.alone
 def test_a_task_group_becomes_one_job_array(cluster: Cluster) -> None:
     exp = run.Experiment("array")
     ids = exp.add(

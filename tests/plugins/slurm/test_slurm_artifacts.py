@@ -49,6 +49,7 @@ def test_a_file_on_the_cluster_is_recorded_with_its_size_and_sha256(cluster: Clu
     assert exp.get_artifacts()["model"].path == artifact.path
 
 
+@pytest.mark.alone
 def test_a_recorded_file_is_fetched_over_sftp(cluster: Cluster, remote: str, tmp_path: Path) -> None:
     put(cluster, f"{remote}/model.pt", b"weights")
     exp = run.Experiment("artifacts")

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import runyard as run
 import taskdefs
 from _slurm_helpers import Cluster, until
@@ -21,6 +22,7 @@ def all_ended(exp: run.Experiment) -> bool:
     return all(t.status.is_final for t in exp.tasks)  # reading .tasks brings the news from Slurm
 
 
+@pytest.mark.alone
 def test_a_dependent_is_submitted_at_once_chained_with_afterok(cluster: Cluster) -> None:
     exp = run.Experiment("chained")
     first = exp.add(

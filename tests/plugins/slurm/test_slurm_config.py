@@ -22,6 +22,7 @@ def no_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
+@pytest.mark.alone
 def test_environment_variables_give_the_executor_its_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"HOST": "login.example.org", "USER": "ada", "PORT": "2200", "KEY": "/keys/id",
                         "KNOWN_HOSTS": "/keys/known", "JOB_DIR": "/scratch/ada/jobs",
@@ -44,6 +45,7 @@ def test_the_default_partition_applies_when_the_executor_names_none(monkeypatch:
     assert run.SlurmExecutor(partition="gpu").partition == "gpu"
 
 
+@pytest.mark.alone
 def test_a_config_file_gives_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "slurm.toml"
     path.write_text(

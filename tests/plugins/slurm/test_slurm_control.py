@@ -31,6 +31,7 @@ def job_of(exp: run.Experiment, name: str = "t") -> str:
     return record.job_id
 
 
+@pytest.mark.alone
 def test_cancel_is_scancel(cluster: Cluster) -> None:
     exp = started(cluster, run.Config(taskdefs.sleep_then_print, 60))
     until(lambda: cluster.state(job_of(exp)) == "RUNNING", "the job to run")

@@ -19,6 +19,7 @@ def a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNYARD_SLURM_CONFIG", "/nonexistent/slurm.toml")
 
 
+@pytest.mark.alone
 def test_the_plugin_exports_its_three_names() -> None:
     from runyard_slurm import LocalTunnel, SlurmExecutor, SSHTunnel
 
@@ -38,6 +39,7 @@ def test_the_spec_signature_holds() -> None:
     assert executor.describe() == "slurm:gpu@ada@hpc:2222"
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("tunnel", ["ssh", "local"])
 def test_an_executor_round_trips_through_json_with_its_tunnel(tunnel: str) -> None:
     chosen = (
@@ -93,6 +95,7 @@ def test_a_bad_port_is_refused() -> None:
         run.SSHTunnel("hpc", port=70000)
 
 
+@pytest.mark.alone
 def test_the_plugin_module_imports_no_paramiko() -> None:
     code = "import sys, runyard_slurm.plugin; print('paramiko' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -3,6 +3,7 @@ options it gets, and values that must reach it as written (no injection)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
@@ -28,6 +29,7 @@ def run_one(
     return exp, view
 
 
+@pytest.mark.alone
 def test_a_python_task_runs_as_a_slurm_job(cluster: Cluster) -> None:
     exp, task = run_one(cluster, run.Config(taskdefs.hello, "cluster"))
 
@@ -37,6 +39,7 @@ def test_a_python_task_runs_as_a_slurm_job(cluster: Cluster) -> None:
     assert exp.get_logs("t").stdout == "hello cluster\n"
 
 
+@pytest.mark.alone
 def test_a_failing_task_is_failed_with_its_exit_code_and_traceback(cluster: Cluster) -> None:
     exp, task = run_one(cluster, run.Config(taskdefs.fail, "broken on the cluster"))
 
@@ -52,6 +55,7 @@ def test_an_exit_code_comes_from_the_runner(cluster: Cluster) -> None:
     assert cluster.state(task.job_id) == "FAILED"
 
 
+@pytest.mark.alone
 def test_the_job_needs_no_runyard_on_the_cluster(cluster: Cluster) -> None:
     exp, task = run_one(cluster, run.Config(taskdefs.report_imports, "runyard", "runyard_slurm", "taskdefs"))
 
@@ -73,6 +77,7 @@ def test_a_missing_interpreter_fails_the_task_with_the_jobs_own_words(cluster: C
     assert "without a result" in task.reason and "/no/such/python3" in task.reason
 
 
+@pytest.mark.alone
 def test_a_script_task_runs_with_its_arguments_as_written(cluster: Cluster) -> None:
     script = run.Script(inline='printf "[%s]" "$@"', args=[NASTY, "two\nlines", ""])
 
@@ -89,6 +94,22 @@ def test_env_vars_are_exported_as_written(cluster: Cluster) -> None:
 
     assert task.status == "SUCCEEDED"
     assert exp.get_logs("t").stdout == f"NASTY={NASTY}\nLINES=one\ntwo\nEMPTY=\n"
+
+
+def test_secrets_reach_the_job_only_in_its_sbatch_script_which_only_its_owner_reads(cluster: Cluster) -> None:
+    token, password = "tok-slurm-6e1d0c9b", "pw-slurm-2a8f7e41"
+    script = run.Script(
+        inline='printf %s "$API_TOKEN $DB_PASSWORD" | sha256sum', env={"DB_PASSWORD": password}
+    )
+
+    exp, task = run_one(cluster, script, env_vars={"API_TOKEN": token})
+
+    assert task.status == "SUCCEEDED"
+    assert exp.get_logs("t").stdout == hashlib.sha256(f"{token} {password}".encode()).hexdigest() + "  -\n"
+    task_dir = f"{cluster.job_dir}/{exp.experiment_id}/tasks/t"
+    holding = cluster.sh(f"grep -rlF -e {token} -e {password} {task_dir}").split()
+    assert holding == [f"{task_dir}/attempt-1/job.sh"]  # not task.json
+    assert cluster.sh(f"stat -c %a {task_dir}/attempt-1/job.sh").strip() == "700"
 
 
 def test_the_task_sees_its_folder_on_the_cluster(cluster: Cluster) -> None:

@@ -3,6 +3,7 @@ timestamped journal that stream_logs follows by offset, and get_all_logs."""
 
 from __future__ import annotations
 
+import pytest
 import runyard as run
 import taskdefs
 from _slurm_helpers import Cluster
@@ -14,6 +15,7 @@ def test_the_log_source_of_slurm_tasks_reads_the_cluster(cluster: Cluster) -> No
     assert isinstance(plugin_manager().log_source(cluster.executor()), SlurmLogSource)
 
 
+@pytest.mark.alone
 def test_logs_come_from_the_cluster(cluster: Cluster) -> None:
     exp = run.Experiment("logs")
     exp.add(run.Config(taskdefs.fail, "oops"), executor=cluster.executor(), name="t")

@@ -31,7 +31,13 @@ from typing import Any
 
 from runyard.errors import BackendError
 from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
-from runyard.jobfiles import read_local_result, status_of_ended_job
+from runyard.jobfiles import (
+    claimed_by_other,
+    read_local_claim,
+    read_local_result,
+    status_of_ended_job,
+    superseded_status,
+)
 from runyard.states import State
 
 from runyard_docker import spec as specs
@@ -49,6 +55,7 @@ from runyard_docker.staging import (
 RUNNER_LOG = "runner.log"
 LAUNCH_THREADS = 8  # containers created and started at once by launch_many
 _ENDED = ("exited", "dead", "removing")
+STOP_MARGIN = 5.0  # seconds the engine waits beyond the runner's own cancel grace before it kills
 EXIT_WAIT = 5.0  # seconds a container may take to exit once its runner has written the result
 
 
@@ -220,6 +227,41 @@ class DockerBackend(Backend):
             # for inspection and let the engine name this one
             return str(client.containers.create(**{k: v for k, v in spec.items() if k != "name"}).id)
 
+    def adopt(self, job: JobSpec) -> Launched | None:
+        """The container whose runner claimed this attempt (found by its labels; the claim's
+        host name is the container's short id when the container is gone already)."""
+        claim = read_local_claim(job.attempt_dir)
+        if not claim or not claim.get("launch"):
+            return None
+        client = self.client()
+        wanted = [
+            f"{specs.LABEL_EXPERIMENT}={job.experiment_id}",
+            f"{specs.LABEL_TASK}={job.task_id}",
+            f"{specs.LABEL_ATTEMPT}={job.attempt}",
+            f"{specs.LABEL_LAUNCH}={claim['launch']}",
+        ]
+        with engine_errors("cannot list runyard's containers"):
+            rows = client.api.containers(all=True, filters={"label": wanted})
+        container_id = str(rows[0]["Id"]) if rows else str(claim.get("host") or "")
+        if not container_id:
+            return None
+        handle = {
+            "container": container_id,
+            "name": (rows[0].get("Names") or [None])[0] if rows else None,
+            "experiment": job.experiment_id,
+            "task": job.task_id,
+            "launch": claim["launch"],
+        }
+        return Launched(job_id=_short(container_id), handle=handle, state=State.RUNNING)
+
+    def _superseded(self, job: JobRef) -> JobStatus | None:
+        """Another launch's runner claimed this attempt: this container ran nothing."""
+        claim = read_local_claim(job.attempt_dir)
+        if claimed_by_other(claim, job.handle.get("launch")):
+            assert claim is not None
+            return superseded_status(claim)
+        return None
+
     # --- status ---------------------------------------------------------------------------
     def _poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
         self._watcher.drain()  # before listing, so a container that ends meanwhile wakes us again
@@ -238,6 +280,10 @@ class DockerBackend(Backend):
             if row is None:
                 self._exiting.pop(container_id, None)
                 result = read_local_result(job.attempt_dir)
+                superseded = None if result else self._superseded(job)
+                if superseded is not None:
+                    out[job.job_id] = superseded
+                    continue
                 out[job.job_id] = status_of_ended_job(
                     result,
                     None
@@ -277,6 +323,10 @@ class DockerBackend(Backend):
         if result is not None:
             self._reaper.add(lambda: self._finish(client, job, container_id))
             return status_of_ended_job(result)
+        superseded = self._superseded(job)
+        if superseded is not None:
+            self._reaper.add(lambda: self._finish(client, job, container_id))
+            return superseded
         import docker.errors
 
         code: int | None = None
@@ -356,9 +406,13 @@ class DockerBackend(Backend):
             return
         executor = job.executor
         grace = executor.cancel_grace if isinstance(executor, DockerExecutor) else 10.0
-        # the engine sends SIGTERM, waits, then SIGKILLs; a non-daemon thread waits for it, so
-        # that this call returns at once yet even a short-lived process leaves nothing behind
-        stopper = threading.Thread(target=self._stop, args=(client, job, container_id, grace), daemon=False)
+        # the engine sends SIGTERM to the runner (it forwards it to the task and SIGKILLs the
+        # task after the grace by itself, so the result records the kill), waits, then SIGKILLs
+        # the container: that is the backstop, a little later. A non-daemon thread waits for it,
+        # so that this call returns at once yet even a short-lived process leaves nothing behind
+        stopper = threading.Thread(
+            target=self._stop, args=(client, job, container_id, grace + STOP_MARGIN), daemon=False
+        )
         stopper.start()
         stopper.join(timeout=min(grace, 0.5))
 

@@ -30,6 +30,7 @@ RUNNER_SH = "/runyard/runner.sh"
 LABEL_EXPERIMENT = "runyard.experiment"
 LABEL_TASK = "runyard.task"
 LABEL_ATTEMPT = "runyard.attempt"
+LABEL_LAUNCH = "runyard.launch"  # the driver's launch id (adoption after a driver died mid-launch)
 
 # Script entrypoints that mean bash is in the image: such tasks run under runner.sh (no
 # Python start); any other Script runs under runner.py, which needs only python3
@@ -38,7 +39,11 @@ BASH = ("bash", "/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash")
 
 def labels(job: JobSpec) -> dict[str, str]:
     """The labels that let any process find the container of an attempt."""
-    return {LABEL_EXPERIMENT: job.experiment_id, LABEL_TASK: job.task_id, LABEL_ATTEMPT: str(job.attempt)}
+    out = {LABEL_EXPERIMENT: job.experiment_id, LABEL_TASK: job.task_id, LABEL_ATTEMPT: str(job.attempt)}
+    launch = job.env.get("RUNYARD_LAUNCH_ID")
+    if launch:
+        out[LABEL_LAUNCH] = launch
+    return out
 
 
 def container_name(job: JobSpec) -> str:

@@ -29,12 +29,16 @@ from typing import Any
 from runyard.errors import BackendError
 from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
 from runyard.jobfiles import (
+    CLAIM,
     HEARTBEAT,
     RESULT,
+    claimed_by_other,
     heartbeat_is_stale,
+    parse_claim,
     parse_result,
     relocated_task_json,
     runner_path,
+    superseded_status,
 )
 from runyard.packaging import CodePackage, package_code
 from runyard.states import State
@@ -49,6 +53,12 @@ POLL_MIN = 0.5  # seconds between polls right after something changed
 POLL_GROWTH = 1.5  # the wait grows by this factor per poll that brings no news
 LOST_GRACE = 10.0  # seconds a job may stay ended (or unknown) without a result before it is lost
 _GONE = ("already completing or completed", "Invalid job id", "has already finished", "already finished")
+
+
+def _claim(session: Session, attempt_dir: str) -> dict[str, Any] | None:
+    """The attempt's claim (see runyard.jobfiles.CLAIM); None when there is none (or it is empty:
+    being written)."""
+    return parse_claim(session.read(f"{attempt_dir}/{CLAIM}") or None)
 
 
 def tunnel_of(executor: Any) -> SSHTunnel | LocalTunnel:
@@ -318,6 +328,24 @@ class SlurmBackend(Backend):
                     results[index] = Launched(job_id=job_id, handle=handle, state=State.SUBMITTED)
         return [r if r is not None else BackendError("not launched") for r in results]
 
+    def adopt(self, job: JobSpec) -> Launched | None:
+        """The Slurm job whose runner claimed this attempt (its claim names the job id)."""
+        session, where = self._where(job.executor)
+        experiment_id, task_id = split_task_dir(job.task_dir)
+        task_dir = where.task_dir(experiment_id, task_id)
+        claim = _claim(session, f"{task_dir}/attempt-{job.attempt}")
+        if not claim or not claim.get("slurm_job_id"):
+            return None
+        array, index = claim.get("slurm_array_job_id"), claim.get("slurm_array_task_id")
+        job_id = f"{array}_{index}" if array and index is not None else str(claim["slurm_job_id"])
+        handle = {
+            "cluster": tunnel_of(job.executor).cluster(),
+            "dir": task_dir,
+            "array": str(array) if array else None,
+            "launch": claim.get("launch"),
+        }
+        return Launched(job_id=job_id, handle=handle, state=State.RUNNING)
+
     # --- status ---------------------------------------------------------------------------
     def _poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
         now = time.monotonic()
@@ -367,7 +395,18 @@ class SlurmBackend(Backend):
             if job is None or job.state in status.ENDED:
                 result = parse_result(session.read(f"{attempt_dir}/{RESULT}"))
             decided = status.job_status(job, result)
+            if decided and job and job.state == "FAILED" and result and int(result["exit_code"]) > 128:
+                tail = self._output_tail(session, attempt_dir)  # srun's words: who stopped it
+                decided.reason = f"{decided.reason}; its output ends with: {tail}" if tail else decided.reason
             if decided is None:
+                # ended without a result: if another launch's runner claimed the attempt, this
+                # job ran nothing (its runner saw the claim) and that one is the one to follow
+                claim = _claim(session, attempt_dir)
+                if claimed_by_other(claim, ref.handle.get("launch")):
+                    assert claim is not None
+                    self._undecided.pop(ref.job_id, None)
+                    out[ref.job_id] = superseded_status(claim)
+                    continue
                 decided = self._maybe_lost(session, ref, job, attempt_dir, remote_now)
             else:
                 self._undecided.pop(ref.job_id, None)
