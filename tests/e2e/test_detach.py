@@ -127,7 +127,8 @@ def test_supervisor_retries_a_failed_task_before_its_dependents(tmp_path: Path) 
 
 
 def test_supervisor_exits_when_the_experiment_ends(tmp_path: Path) -> None:
-    exp, _ = _launch(tmp_path, 'exp.add(run.Config(taskdefs.sleep_then_print, 0.5), name="only")')
+    # 3 s: the task outlives the launcher's exit and this first look, even on a loaded machine
+    exp, _ = _launch(tmp_path, 'exp.add(run.Config(taskdefs.sleep_then_print, 3), name="only")')
     pid = exp.store.experiment(exp.id).driver_pid
     assert pid is not None and exp.store.experiment(exp.id).driver_kind == "supervisor"
 
