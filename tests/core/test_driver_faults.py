@@ -28,7 +28,7 @@ from runyard.hookspecs import hookimpl
 from runyard.plugins import ExecutorRegistry, plugin_manager
 from runyard.scheduler import STALE_AFTER, job_spec
 from runyard.states import State
-from runyard.store import Lease, LeaseLostError, open_store
+from runyard.store import Lease, LeaseLostError, open_store, pid_alive
 from runyard.testing import registered_plugin
 
 
@@ -165,19 +165,11 @@ def test_a_frozen_supervisor_gives_way_to_its_successor_and_nothing_runs_twice(t
         assert new and new != old
     finally:
         os.kill(old, signal.SIGCONT)
-    wait_until(lambda: not _alive(old), timeout=30, what="the stale supervisor to exit")
+    wait_until(lambda: not pid_alive(old), timeout=30, what="the stale supervisor to exit")
     assert exp.wait(timeout=120) == "SUCCEEDED"
     assert [_executions(c) for c in counters] == [1, 1, 1, 1]
     log = (Path(exp.directory) / "supervisor.log").read_text()
     assert "another driver took" in log
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b") ")[1][:1] != b"Z"
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------------------------ heartbeat

@@ -26,6 +26,7 @@ import runyard as run
 import taskdefs
 from runyard.states import FINAL_STATES, State
 from runyard.store import Store, TaskRecord
+from runyard.store import pid_alive as alive  # the process exists and is no zombie
 
 # record_execution, in bash: $1 the effects folder, $2 the task's name, $3 seconds of work
 SCRIPT = """\
@@ -171,16 +172,6 @@ def story(exp: run.Experiment, name: str, tr: Trace, killed: Sequence[tuple[floa
 
 
 # ------------------------------------------------------------------------------------ killing
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
-
-
 def starttime(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
