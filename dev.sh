@@ -59,7 +59,7 @@ case ${1:-} in
     source "${RUNYARD_INFRA_DIR:-/tmp/runyard-infra}/env.sh"
     log "ruff"; uv run --frozen ruff check . && uv run --frozen ruff format --check --quiet .
     log "mypy"; uv run --frozen mypy
-    log "pytest"; exec uv run --frozen pytest -n 3 --dist loadgroup "$@"  # parallel: docs/testing.md
+    log "pytest"; exec uv run --frozen pytest -n 4 --dist loadgroup "$@"  # parallel: docs/testing.md
     ;;
   *)
     sed -n '2,9p' "$0"; exit 2

@@ -25,6 +25,22 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 os.environ.setdefault("RUNYARD_PLAIN", "1")
 
 
+def _share_bytecode() -> None:
+    """The suite starts thousands of Python processes (CLIs, supervisors, runners, tasks): they
+    compile runyard and its dependencies once, into bytecode files they all read, as with an
+    installed runyard, not each for itself. Where the environment forbids bytecode files beside
+    the sources (PYTHONDONTWRITEBYTECODE, which some sandboxes set), they go to one folder in
+    the venv (PYTHONPYCACHEPREFIX) instead, never into the tree (bench/bench_core.py does the same)."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or sys.prefix == sys.base_prefix:
+        return
+    prefix = os.environ.setdefault("PYTHONPYCACHEPREFIX", os.path.join(sys.prefix, "pycache"))
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    sys.pycache_prefix, sys.dont_write_bytecode = prefix, False  # this process, and its xdist workers
+
+
+_share_bytecode()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_home(runyard_home: str) -> str:
     """Every test gets an empty runyard home (RUNYARD_HOME)."""
@@ -210,9 +226,14 @@ _SERVICE_MARKERS = {"ssh_server": "ssh", "slurm_cluster": "slurm", "docker_engin
 # one worker, one test after another:
 # - "slurm": every test that uses the test cluster (marker `slurm`). Its one node has 2 cores
 #   (two jobs at a time) and 2 GPUs: tests in two workers would wait for each other's jobs.
-# - a test module with a module-scoped fixture (a second test bed, a venv, the example's run, a
-#   suite-wide check): its tests in one worker, so that the fixture is made once for them all.
+# - the tests of a module that use a module-scoped fixture (a second test bed, a venv, the
+#   example's run): in one worker, so that the fixture is made once for them all.
+# The Slurm group is the run's critical path: its worker takes about as long for it as the
+# other workers take for everything else. So that they do not slow it down, a worker runs every
+# test outside it at a lower CPU priority (nice 10), and so do the processes such a test starts
+# in the worker's session (docs/testing.md, "Running in parallel").
 SLURM_GROUP = "slurm"
+OTHERS_NICENESS = 10
 
 
 def xdist_group(item: pytest.Item) -> str | None:
@@ -227,9 +248,11 @@ def xdist_group(item: pytest.Item) -> str | None:
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it runs in each worker)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that use a service fixture carry its marker (-m "not slurm and not docker"), and
-    tests that must share a worker their xdist_group."""
+    tests that must share a worker their xdist_group. In a pytest-xdist worker, the tests
+    marked slow come first: pytest-xdist hands out the groups (the largest first), then the
+    other tests in this order, so that no long test starts last and ends the run alone."""
     for item in items:
         for fixture in getattr(item, "fixturenames", ()):
             if fixture in _SERVICE_MARKERS:
@@ -237,16 +260,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = xdist_group(item)
         if group is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(group))
+    if hasattr(config, "workerinput"):  # every worker sorts alike: their collections must be equal
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
-@pytest.hookimpl(tryfirst=True)
+@functools.cache
+def _yield_the_cpu() -> None:
+    """Lower this worker's CPU priority, once: a process can lower its own, not raise it again,
+    which is enough, as a worker that runs the Slurm group runs it first, and all of it."""
+    os.nice(OTHERS_NICENESS)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures: they run at its priority too
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Under --dist loadgroup, fail a grouped test that pytest-xdist did not group (it marks a
-    grouped test's node id with `@group`) rather than run it beside the rest of its group."""
-    if item.config.getoption("loadgroup", False) and item.get_closest_marker("xdist_group"):
-        if "@" not in item.nodeid:  # pytest 9.2 with pytest-xdist 3.8: pytest-xdist#1386
-            pytest.fail(
-                "pytest-xdist ignored this test's xdist_group (pytest-xdist#1386): use the pytest"
-                " of uv.lock (uv sync --frozen), or run without -n",
-                pytrace=False,
-            )
+    grouped test's node id with `@group`) rather than run it beside the rest of its group; run
+    a test outside the Slurm group at a lower CPU priority (above)."""
+    if not item.config.getoption("loadgroup", False):
+        return
+    if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+        # pytest 9.2 with pytest-xdist 3.8: pytest-xdist#1386
+        pytest.fail(
+            "pytest-xdist ignored this test's xdist_group (pytest-xdist#1386): use the pytest"
+            " of uv.lock (uv sync --frozen), or run without -n",
+            pytrace=False,
+        )
+    if xdist_group(item) != SLURM_GROUP:
+        _yield_the_cpu()

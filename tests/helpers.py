@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
-from runyard.jobfiles import read_local_result, runner_path, status_of_ended_job
+from runyard.jobfiles import read_local_result, runner_command, status_of_ended_job
 from runyard.states import State
 
 T = TypeVar("T")
@@ -66,13 +66,9 @@ class ChildProcessBackend(Backend):
 
     def _launch(self, job: JobSpec) -> Launched:
         os.makedirs(job.attempt_dir, exist_ok=True)
-        if job.is_script:
-            argv = ["bash", runner_path("runner.sh"), job.task_dir, str(job.attempt), *job.argv]
-        else:
-            argv = [sys.executable, runner_path("runner.py"), job.task_dir, str(job.attempt)]
         env = {**os.environ, **job.env, "LAUNCHED_BY": type(self).__name__}
         proc = subprocess.Popen(
-            argv, env=env, cwd=job.cwd, start_new_session=True,
+            runner_command(job, python=sys.executable), env=env, cwd=job.cwd, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.procs[str(proc.pid)] = proc
@@ -91,7 +87,10 @@ class ChildProcessBackend(Backend):
         return out
 
     def _cancel(self, job: JobRef) -> None:
-        proc = self.procs.get(job.job_id)
+        self._kill(job.job_id)
+
+    def _kill(self, job_id: str) -> None:
+        proc = self.procs.get(job_id)
         if proc is not None and proc.poll() is None:
             for pid in session_members(proc.pid):  # the runner and the task's own group
                 with contextlib.suppress(ProcessLookupError):
@@ -103,4 +102,4 @@ class ChildProcessBackend(Backend):
 
     def _close(self) -> None:
         for job_id in list(self.procs):
-            self._cancel(JobRef(job_id, {}, "", 0, None))  # type: ignore[arg-type]
+            self._kill(job_id)

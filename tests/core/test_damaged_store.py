@@ -232,3 +232,30 @@ def test_a_damaged_database_is_one_line_for_every_command(
     how(home)
     for args in (["list"], ["status", "good"]):
         assert_error(home.cli(*args), f"the store at {home.db} is damaged: {says}")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "says"),
+    [
+        ("executor", "nope", "column executor: not JSON"),
+        ("executor", "[1]", "column executor: not a JSON object"),
+        (
+            "executor",
+            '{"kind": "local", "no_such_field": 1}',
+            "column executor: cannot rebuild a LocalExecutor",
+        ),
+        ("task", "nope", "column task: not JSON"),
+    ],
+)
+def test_a_damaged_task_or_executor_column_is_named_by_the_commands_that_read_it(
+    home: Home, tmp_path: Path, column: str, value: str, says: str
+) -> None:
+    home.damage(TASK_ROW.format(f"{column} = '{value}'"))
+    where = f"the store at {home.db} is damaged: experiment {home.ids['bad']}, task t, {says}"
+    with pytest.raises(DamagedStoreError) as caught:  # the job it would launch is built from both
+        run.Experiment.from_id(home.ids["bad"], base_dir=home.path).dry_run()
+    assert str(caught.value).startswith(where)
+    if "not JSON" in says or "not a JSON object" in says:  # a snapshot copies the JSON as it is
+        assert_error(home.cli("snapshot", "bad", "-o", str(tmp_path / "snap.json")), where)
+    assert home.cli("status", "bad").returncode == 0  # the table needs neither column
+    assert home.cli("snapshot", "good", "-o", str(tmp_path / "good.json")).returncode == 0

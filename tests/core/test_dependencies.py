@@ -165,3 +165,35 @@ def test_direct_honours_dependencies() -> None:
     assert task(exp, after_bad).status == "CANCELLED"
     assert task(exp, after_bad).reason == "dependency failed"
     assert task(exp, after_bad).attempts == 0
+
+
+def test_direct_runs_through_the_driver_of_every_run_holding_its_lease() -> None:
+    exp = run.Experiment("direct-driver")
+    exp.add(run.Config(taskdefs.hello), name="only")
+    assert exp.run(direct=True) == "SUCCEEDED"
+    claims = [data for _, _, _, kind, data in exp.store.events(exp.experiment_id) if kind == "driver"]
+    assert [(c["pid"], c["kind"]) for c in claims] == [(os.getpid(), "direct")]
+    assert exp.store.experiment(exp.experiment_id).driver_pid is None  # released at the end
+    assert not exp.driver_alive()
+
+
+def test_direct_retries_a_failed_task_by_the_same_rule_as_any_backend(tmp_path) -> None:
+    counter = tmp_path / "runs"
+    exp = run.Experiment("direct-retry", max_retries=2)
+    t = exp.add(run.Config(taskdefs.count_runs, str(counter), fail_until=2), name="flaky")
+    assert exp.run(direct=True) == "SUCCEEDED"
+    assert len(counter.read_text().splitlines()) == 2
+    first, second = exp.attempts(t)
+    assert (first.status, first.failure, first.reason) == ("FAILED", "error", "RuntimeError: failing run 1")
+    assert (second.status, second.exit_code) == ("SUCCEEDED", 0)
+    assert "RuntimeError: failing run 1" in exp.get_logs(t, attempt=1).stderr
+
+
+def test_direct_ends_what_has_not_started_when_the_timeout_passes_between_tasks() -> None:
+    exp = run.Experiment("direct-timeout", timeout=0.5)
+    slow = exp.add(_sleep(1.0), name="slow")
+    later = exp.add(run.Config(taskdefs.hello), name="later")
+    assert exp.run(direct=True) == "FAILED"
+    assert task(exp, slow).status == "SUCCEEDED"  # it had ended when the timeout was checked
+    view = task(exp, later)
+    assert (view.status, view.reason, view.failure, view.attempts) == ("CANCELLED", "timeout", "timeout", 0)

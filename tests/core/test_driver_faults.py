@@ -8,7 +8,6 @@ started is started by hand, as it would have been.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -22,12 +21,12 @@ import runyard as run
 import taskdefs
 from _core_helpers import task, wait_until
 from helpers import ChildProcessBackend
-from runyard import serialization
+from runyard.engine import Engine
 from runyard.executor import Executor, JobRef, JobSpec
 from runyard.hookspecs import hookimpl
 from runyard.plugins import ExecutorRegistry, plugin_manager
-from runyard.scheduler import STALE_AFTER, job_spec
-from runyard.states import State
+from runyard.scheduler import STALE_AFTER
+from runyard.states import Event, State
 from runyard.store import Lease, LeaseLostError, open_store, pid_alive
 from runyard.testing import registered_plugin
 
@@ -48,13 +47,10 @@ def _as_a_dead_driver_left_it(exp: run.Experiment, task_id: str, launch: str) ->
     store.mark_launched(exp.experiment_id, {"detach": True, "sequential": False, "tail_logs": False,
                                             "direct": False})  # fmt: skip
     assert store.transition(
-        exp.experiment_id, task_id, State.SUBMITTED, when=[State.PENDING], attempts=1,
+        exp.experiment_id, task_id, Event.LAUNCH, attempts=1,
         handle={"launch": launch},
     )  # fmt: skip
-    record, rec = store.experiment(exp.experiment_id), store.task(exp.experiment_id, task_id)
-    assert rec is not None
-    executor = serialization.structure_executor(json.loads(rec.executor))
-    spec = job_spec(record, rec, executor, 1, store.task_dir(exp.experiment_id, task_id))
+    spec = Engine(store, exp.experiment_id).task(task_id).spec(1, with_secrets=True)
     spec.env["RUNYARD_LAUNCH_ID"] = launch
     return spec
 
@@ -113,8 +109,8 @@ def test_a_job_that_lost_the_claim_is_replaced_by_the_one_that_won_it(tmp_path: 
     exp.store.transition(
         exp.experiment_id,
         t,
+        Event.LAUNCHED,
         State.RUNNING,
-        when=[State.SUBMITTED],
         attempt=1,
         job_id=loser.job_id,
         handle={**loser.handle, "launch": "second"},
@@ -136,12 +132,10 @@ def test_a_driver_whose_lease_was_taken_over_can_change_nothing(runyard_home: st
     assert first is not None and second is not None and second > first
 
     with pytest.raises(LeaseLostError, match="no longer drives"):
-        store.transition(exp.experiment_id, t, State.SUBMITTED, when=[State.PENDING], lease=Lease(111, first))
+        store.transition(exp.experiment_id, t, Event.LAUNCH, attempts=1, lease=Lease(111, first))
     assert store.driver_heartbeat(exp.experiment_id, 111, first) is False
     assert task(exp, t).status == "PENDING"
-    assert store.transition(
-        exp.experiment_id, t, State.SUBMITTED, when=[State.PENDING], lease=Lease(222, second)
-    )
+    assert store.transition(exp.experiment_id, t, Event.LAUNCH, attempts=1, lease=Lease(222, second))
 
 
 @pytest.mark.slow

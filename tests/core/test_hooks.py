@@ -21,11 +21,18 @@ import runyard as run
 import taskdefs
 from helpers import ChildProcessBackend
 from runyard import hookspecs
-from runyard.artifacts import Artifact, ArtifactStore, ArtifactStoreRegistry, StoredFile, digest
+from runyard.artifacts import (
+    Artifact,
+    ArtifactStore,
+    ArtifactStoreRegistry,
+    ExperimentInfo,
+    StoredFile,
+    digest,
+)
 from runyard.errors import ConfigError
-from runyard.executor import Executor
+from runyard.executor import Executor, JobRef
 from runyard.hookspecs import hookimpl
-from runyard.logs import LogRef, LogSource
+from runyard.logs import LogSource
 from runyard.plugins import ExecutorRegistry, TaskSpec
 from runyard.testing import registered_plugin
 
@@ -180,7 +187,7 @@ class RemoteLogs(LogSource):
     def __init__(self) -> None:
         self.refs: list[tuple[str, int, str]] = []
 
-    def read(self, ref: LogRef, name: str, offset: int = 0) -> bytes:
+    def read(self, ref: JobRef, name: str, offset: int = 0) -> bytes:
         self.refs.append((ref.task_dir, ref.attempt, name))
         files = {
             "stdout.log": b"from the remote copy\n",
@@ -240,8 +247,8 @@ class CopyingStore(ArtifactStore):
     def __init__(self, root: str) -> None:
         self.root = root
 
-    def put(self, experiment_dir: str, name: str, path: str) -> StoredFile:
-        dest = os.path.join(self.root, os.path.basename(experiment_dir), name)
+    def put(self, experiment: ExperimentInfo, name: str, path: str) -> StoredFile:
+        dest = os.path.join(self.root, experiment.id, name)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         if os.path.isdir(path):
             shutil.copytree(path, dest)

@@ -105,13 +105,6 @@ class Figures:
     # (time, pid, whom): "driver", or the task whose runner it was
     killed: list[tuple[float, int, str]] = dataclasses.field(default_factory=list)
 
-    def add(self, other: Figures) -> None:
-        for field in dataclasses.fields(self):
-            if field.name in ("problems", "killed"):
-                getattr(self, field.name).extend(getattr(other, field.name))
-            else:
-                setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
-
     def __str__(self) -> str:
         return (
             f"{self.kills} kills ({self.in_wave} inside a launch wave), {self.recoveries} recoveries, "

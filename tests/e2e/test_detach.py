@@ -179,7 +179,7 @@ def test_wait_on_orphaned_experiment_says_to_take_it_over(
 ) -> None:
     exp, _ = orphaned
     assert exp.driver_alive() is False
-    monkeypatch.setattr("runyard.experiment.STALE_AFTER", 0.5)  # the stale period, shortened
+    monkeypatch.setattr("runyard.running.STALE_AFTER", 0.5)  # the stale period, shortened
     with pytest.raises(ExperimentStateError, match="no process drives") as info:
         exp.wait(timeout=60)
     assert f"runyard takeover {exp.id}" in str(info.value)

@@ -5,7 +5,8 @@ after each experiment every task must have SUCCEEDED, finished exactly once, and
 drivers were killed, started exactly once; a task whose runner was killed is retried, never
 beside its own earlier execution.
 
-The moments are random: the seed is printed, and $RUNYARD_FAULT_SEED replays its choices.
+The moments are random: each scenario prints its seed, and $RUNYARD_FAULT_SEED replays its
+choices. The scenarios share nothing, so that pytest-xdist runs them side by side.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import _faults
@@ -37,28 +37,23 @@ SUITE_KILLS = 30  # at least this many kills across the three scenarios
 @dataclasses.dataclass
 class Suite:
     seed: str
-    total: Figures = dataclasses.field(default_factory=Figures)
-    reported: set[str] = dataclasses.field(default_factory=set)  # scenarios that ran to their end
 
     def rng(self, scenario: str) -> random.Random:
         return random.Random(f"{self.seed}:{scenario}")
 
-    def report(self, scenario: str, figures: Figures, started: float) -> None:
-        self.total.add(figures)
-        self.reported.add(scenario)
+    def report(self, scenario: str, figures: Figures, started: float, kills: int) -> None:
+        """The scenario made its share of the suite's kills, and nothing went wrong."""
         print(f"{scenario} (seed {self.seed}, {time.monotonic() - started:.0f} s): {figures}")
         assert not figures.problems, "\n".join(figures.problems)
         assert (figures.duplicates, figures.lost, figures.wrong_states, figures.overlaps) == (0, 0, 0, 0)
+        assert figures.kills >= kills, f"only {figures.kills} kills, not {kills}"
 
 
-@pytest.fixture(scope="module")
-def suite() -> Iterator[Suite]:
+@pytest.fixture
+def suite() -> Suite:
     s = Suite(_faults.seed())
     print(f"fault suite seed {s.seed} (RUNYARD_FAULT_SEED={s.seed} replays it)")
-    yield s
-    print(f"fault suite (seed {s.seed}), all scenarios: {s.total}")
-    if len(s.reported) == 3:
-        assert s.total.kills >= SUITE_KILLS, f"only {s.total.kills} kills in the suite"
+    return s
 
 
 def _effects(tmp_path: Path, figures: Figures) -> Path:
@@ -108,7 +103,7 @@ def test_a_supervisor_killed_anywhere_even_inside_a_launch_wave_loses_and_repeat
         finally:
             watcher.close()
         check(exp, effects, names, reruns=False, figures=figures)
-    suite.report("supervisor kills", figures, started)
+    suite.report("supervisor kills", figures, started, SUPERVISOR_KILLS)
 
 
 # ------------------------------------------------------------------------------- 2. the caller
@@ -177,7 +172,7 @@ def test_a_caller_killed_while_it_launches_or_drives_loses_and_repeats_no_task(
                 proc.kill()
         names = [name for wave in _faults.task_names(CALLER_WAVES) for name in wave]
         check(run.Experiment.from_id(experiment_id), effects, names, reruns=False, figures=figures)
-    suite.report("caller kills", figures, started)
+    suite.report("caller kills", figures, started, 2 * CALLER_KILLS)
 
 
 # ------------------------------------------------------------------------------ 3. the runners
@@ -218,7 +213,7 @@ def test_a_killed_runner_is_retried_never_beside_itself_and_every_task_succeeds(
             if runs > kills_of[name] + 1:
                 figures.duplicates += runs - kills_of[name] - 1
                 figures.problems.append(f"{name}: {runs} executions for {kills_of[name]} runner kills")
-    suite.report("runner kills", figures, started)
+    suite.report("runner kills", figures, started, RUNNER_KILLS)
 
 
 def _working(
@@ -240,3 +235,8 @@ def _working(
         ):  # fmt: skip
             working.append(t)
     return rng.choice(working) if working else None
+
+
+def test_the_three_scenarios_make_at_least_the_suites_kills_between_them() -> None:
+    """Each scenario asserts its share (report above); the shares add up to SUITE_KILLS."""
+    assert SUPERVISOR_KILLS + 2 * CALLER_KILLS + RUNNER_KILLS >= SUITE_KILLS

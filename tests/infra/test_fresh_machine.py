@@ -73,7 +73,7 @@ case " $* " in *" install "*" python3-pip"*) touch "$(dirname "$0")/pip-installe
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def _root() -> None:
     """These tests install packages and start daemons, as the README's commands do: root only."""
     if os.geteuid() != 0:
@@ -87,11 +87,8 @@ def fresh_env(path: str = FRESH_PATH, **extra: str) -> dict[str, str]:
     """This process's environment as a new user's shell on a fresh machine has it: Debian's PATH,
     and none of the test bed's facts, the venv or uv settings (except its cache)."""
     dropped = ("RUNYARD_INFRA_", "RUNYARD_TEST_", "SLURM_", "UV_", "PYTEST_", "PYENV")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(dropped) and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "DOCKER_HOST")
-    }
+    venv = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONPYCACHEPREFIX", "DOCKER_HOST")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped) and k not in venv}
     if "UV_CACHE_DIR" in os.environ:
         env["UV_CACHE_DIR"] = os.environ["UV_CACHE_DIR"]
     return {**env, "PATH": path, **extra}
@@ -130,7 +127,7 @@ def facts(env_sh: Path) -> dict[str, str]:
     return found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: only fresh_bed's tests need to share a worker
 def knows_nothing(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A PATH whose dpkg-query has never heard of any package (everything else is Debian's)."""
     shim = write_exe(tmp_path_factory.mktemp("dpkg-shim") / "dpkg-query", DPKG_QUERY_KNOWS_NOTHING)

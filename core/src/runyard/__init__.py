@@ -20,10 +20,11 @@ _CORE = {
     "build": "runyard.config",
     "REQUIRED": "runyard.config",
     "Experiment": "runyard.experiment",
-    "Plugin": "runyard.experiment",
-    "TaskView": "runyard.experiment",
-    "ConfigVersion": "runyard.experiment",
-    "ExperimentSnapshot": "runyard.snapshot",
+    "Plugin": "runyard.registries",
+    "TaskView": "runyard.views",
+    "AttemptView": "runyard.views",
+    "ConfigVersion": "runyard.views",
+    "ExperimentSnapshot": "runyard.experiment",
     "State": "runyard.states",
     "Executor": "runyard.executor",
     "Backend": "runyard.executor",
@@ -45,6 +46,26 @@ _CORE = {
 
 __all__ = sorted(_CORE)
 
+#: The core modules a plugin may import (docs/plugins.md, "The plugin API"); every other
+#: module of runyard is internal and may change in any release.
+PLUGIN_API = (
+    "runyard",
+    "runyard.artifacts",
+    "runyard.config",
+    "runyard.errors",
+    "runyard.executor",
+    "runyard.hookspecs",
+    "runyard.jobfiles",
+    "runyard.logs",
+    "runyard.naming",
+    "runyard.packaging",
+    "runyard.redact",
+    "runyard.registries",
+    "runyard.serialization",
+    "runyard.states",
+    "runyard.testing",
+)
+
 if TYPE_CHECKING:
     from runyard.artifacts import Artifact, ArtifactStore
     from runyard.config import REQUIRED, Config, Partial, Script, build
@@ -59,11 +80,12 @@ if TYPE_CHECKING:
         UnknownTaskError,
     )
     from runyard.executor import Backend, Executor
-    from runyard.experiment import ConfigVersion, Experiment, Plugin, TaskView
+    from runyard.experiment import Experiment, ExperimentSnapshot
     from runyard.hookspecs import hookimpl
     from runyard.logs import LogEntry, LogSource, TaskLogs
-    from runyard.snapshot import ExperimentSnapshot
+    from runyard.registries import Plugin
     from runyard.states import State
+    from runyard.views import AttemptView, ConfigVersion, TaskView
 
 
 def __getattr__(name: str) -> Any:

@@ -12,12 +12,13 @@ import hashlib
 import os
 import shutil
 import stat
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
 from runyard.errors import ArtifactError
-from runyard.plugins import _Registry
+from runyard.executor import Executor
+from runyard.registries import ArtifactStoreRegistry as ArtifactStoreRegistry  # re-exported: its old home
 
 
 @attrs.frozen
@@ -31,6 +32,26 @@ class Artifact:
     sha256: str
     created_at: dt.datetime
     store: str = "local"
+
+    def to_row(self) -> dict[str, Any]:
+        """The store's row of it (``Store.add_artifact``)."""
+        return {**attrs.asdict(self), "created_at": self.created_at.timestamp()}
+
+    @classmethod
+    def of_row(cls, row: dict[str, Any]) -> Artifact:
+        """An artifact from the store's row (``Store.artifacts``)."""
+        return cls(**{**row, "created_at": dt.datetime.fromtimestamp(row["created_at"], tz=dt.timezone.utc)})
+
+
+@attrs.frozen
+class ExperimentInfo:
+    """What an artifact store is told of the experiment it records an artifact for: its id,
+    its folder on this machine, and the executors of its tasks (in add order), so that a
+    store can find where the tasks ran (a cluster) without reading runyard's store."""
+
+    id: str
+    directory: str
+    executors: tuple[Executor, ...] = ()
 
 
 @attrs.frozen
@@ -48,8 +69,8 @@ class ArtifactStore(abc.ABC):
     name: ClassVar[str] = ""
 
     @abc.abstractmethod
-    def put(self, experiment_dir: str, name: str, path: str) -> StoredFile:
-        """Record (and maybe copy) ``path``; raise ArtifactError if it cannot be read."""
+    def put(self, experiment: ExperimentInfo, name: str, path: str) -> StoredFile:
+        """Record (and maybe copy) ``path`` for ``experiment``; raise ArtifactError if it cannot be read."""
 
     @abc.abstractmethod
     def get(self, artifact: Artifact, dest: str | None = None) -> str:
@@ -58,18 +79,6 @@ class ArtifactStore(abc.ABC):
     @abc.abstractmethod
     def list(self, artifact: Artifact) -> list[str]:
         """Paths of the files the artifact holds, relative to it (``[""]`` for a file)."""
-
-
-class ArtifactStoreRegistry(_Registry):
-    what = "artifact store"
-
-    def add(self, store: ArtifactStore) -> None:
-        if not store.name:
-            raise ArtifactError(f"{type(store).__qualname__} has no 'name'")
-        self._add(store.name, store)
-
-    def get(self, name: str) -> ArtifactStore:
-        return self._get(name)
 
 
 def digest(path: str) -> tuple[int, str]:
@@ -132,7 +141,7 @@ class LocalArtifactStore(ArtifactStore):
 
     name = "local"
 
-    def put(self, experiment_dir: str, name: str, path: str) -> StoredFile:
+    def put(self, experiment: ExperimentInfo, name: str, path: str) -> StoredFile:
         full = os.path.abspath(os.path.expanduser(path))
         if not os.path.exists(full):
             raise ArtifactError(

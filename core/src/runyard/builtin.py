@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from runyard.artifacts import ArtifactStoreRegistry, LocalArtifactStore
+from runyard.artifacts import LocalArtifactStore
 from runyard.executor import Executor
 from runyard.hookspecs import hookimpl
 from runyard.logs import LocalFileLogSource, LogSource
+from runyard.registries import ArtifactStoreRegistry
 
 _local_logs = LocalFileLogSource()
 

@@ -113,7 +113,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({
             "id": exp.experiment_id, "status": str(exp.status()), "driver_alive": exp.driver_alive(),
             "tasks": [{"id": t.id, "status": str(t.status), "job_id": t.job_id, "attempts": t.attempts,
-                       "exit_code": t.exit_code, "reason": t.reason,
+                       "exit_code": t.exit_code, "reason": t.reason, "failure": t.failure,
                        "start_time": t.start_time.isoformat() if t.start_time else None,
                        "end_time": t.end_time.isoformat() if t.end_time else None,
                        "dependencies": t.dependencies} for t in tasks],
@@ -127,10 +127,32 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{exp.experiment_id}: {state}"
         + (f"  (no live driver: `runyard takeover {exp.experiment_id}`)" if orphaned else "")
     )
-    rows = [["TASK", "STATUS", "ATTEMPTS", "EXIT", "JOB", "STARTED", "ENDED", "REASON"]]
+    rows = [["TASK", "STATUS", "ATTEMPTS", "EXIT", "FAILURE", "JOB", "STARTED", "ENDED", "REASON"]]
     for t in tasks:
         rows.append([t.id, str(t.status), str(t.attempts), "" if t.exit_code is None else str(t.exit_code),
-                     t.job_id or "", _fmt_time(t.start_time), _fmt_time(t.end_time), t.reason or ""])  # fmt: skip
+                     t.failure or "", t.job_id or "", _fmt_time(t.start_time), _fmt_time(t.end_time),
+                     t.reason or ""])  # fmt: skip
+    _table(rows, sys.stdout)
+    return 0
+
+
+def cmd_attempts(args: argparse.Namespace) -> int:
+    attempts = _experiment(args).attempts(args.task)
+    if args.json:
+        iso = lambda t: t.isoformat() if t else None  # noqa: E731
+        print(json.dumps([{"attempt": a.attempt, "status": str(a.status), "job_id": a.job_id,
+                           "start_time": iso(a.start_time), "end_time": iso(a.end_time),
+                           "exit_code": a.exit_code, "reason": a.reason, "failure": a.failure}
+                          for a in attempts], indent=2))  # fmt: skip
+        return 0
+    if not attempts:
+        print(f"task {args.task} has not run yet")
+        return 0
+    rows = [["ATTEMPT", "STATUS", "EXIT", "FAILURE", "JOB", "STARTED", "ENDED", "REASON"]]
+    for a in attempts:
+        rows.append([str(a.attempt), str(a.status), "" if a.exit_code is None else str(a.exit_code),
+                     a.failure or "", a.job_id or "", _fmt_time(a.start_time), _fmt_time(a.end_time),
+                     a.reason or ""])  # fmt: skip
     _table(rows, sys.stdout)
     return 0
 
@@ -138,7 +160,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     exp = _experiment(args)
     if args.follow:
-        for entry in exp.stream_logs(args.task, follow=True):
+        for entry in exp.stream_logs(args.task, follow=True, attempt=args.attempt):
             out = sys.stderr if entry.stream == "stderr" else sys.stdout
             out.write(
                 (f"{entry.timestamp.astimezone():%H:%M:%S} " if args.timestamps else "")
@@ -147,7 +169,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             )
             out.flush()
         return 0
-    logs = exp.get_logs(args.task)
+    logs = exp.get_logs(args.task, attempt=args.attempt)
     if args.stream in ("stdout", "both"):
         sys.stdout.write(logs.stdout)
     if args.stream in ("stderr", "both"):
@@ -225,7 +247,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from runyard.snapshot import ExperimentSnapshot
+    from runyard.experiment import ExperimentSnapshot
 
     exp = ExperimentSnapshot.load(args.snapshot).reproduce(base_dir=args.home)
     print(exp.experiment_id)
@@ -301,7 +323,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="JSON output")
     sp = add("status", cmd_status, "show an experiment's tasks and states")
     sp.add_argument("--json", action="store_true", help="JSON output")
-    sp = add("logs", cmd_logs, "print a task's output (latest attempt)", task=True)
+    sp = add("attempts", cmd_attempts, "list a task's attempts: status, exit code, failure, times", task=True)
+    sp.add_argument("--json", action="store_true", help="JSON output")
+    sp = add("logs", cmd_logs, "print a task's output (latest attempt, or --attempt N)", task=True)
+    sp.add_argument(
+        "--attempt", type=_count, default=None, help="this attempt (1, 2, ...; default: the latest)"
+    )
     sp.add_argument("-f", "--follow", action="store_true", help="follow the task until it ends")
     sp.add_argument(
         "-t", "--timestamps", action="store_true", help="with --follow: prefix each line with its time"

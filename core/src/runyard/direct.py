@@ -1,8 +1,10 @@
 """``run(direct=True)``: every task in the calling process, in order, no executor.
 
-Output is shown as usual and recorded in the task directory like the runner does, so logs,
-status and retries work the same. Script tasks run as child processes (they are programs);
-Python tasks are built and called here. The timeout is checked between tasks.
+The engine's in-process backend: the usual driver runs the experiment on it, so
+dependencies, retries and the timeout (checked between tasks) work as on any backend.
+Output is shown as usual and recorded in the task directory like the runner does, so logs
+and status work the same. Script tasks run as child processes (they are programs); Python
+tasks are built and called here.
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ import sys
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from runyard import redact, serialization
 from runyard.config import Script, build
-from runyard.errors import MissingSecretError
+from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
+from runyard.jobfiles import TASK, read_local_result, status_of_ended_job
 from runyard.runner import write_result
-from runyard.states import FINAL_STATES, State, experiment_state
-
-if TYPE_CHECKING:
-    from runyard.experiment import Experiment
+from runyard.states import State
 
 
 class _Recorder(io.TextIOBase):
@@ -111,72 +112,27 @@ def _run_script(task: Script, out: _Recorder, err: _Recorder) -> int:
     return code if code >= 0 else 128 - code
 
 
-def run_direct(exp: Experiment, *, tail_logs: bool = False) -> State:
-    store, exp_id = exp.store, exp.experiment_id
-    settings = exp.settings
-    retries = int(settings.get("max_retries") or 0)
-    timeout = settings.get("timeout")
-    started = time.time()
-    for record in store.tasks(exp_id):
-        tasks = {t.id: t for t in store.tasks(exp_id)}
-        current = tasks[record.id]
-        if current.status is not State.PENDING:
-            continue
-        if timeout and time.time() - started > float(timeout):
-            never_runs = "timeout"
-        elif missing := [d for d in current.dependencies if d not in tasks]:
-            never_runs = f"dependency {missing[0]!r} does not exist in this experiment"
-        elif any(tasks[d].status is not State.SUCCEEDED for d in current.dependencies):
-            never_runs = "dependency failed"
-        else:
-            never_runs = None
-        if never_runs:
-            store.transition(
-                exp_id,
-                current.id,
-                State.CANCELLED,
-                when=[State.PENDING],
-                reason=never_runs,
-                end_time=time.time(),
-            )
-            continue
-        try:
-            task = serialization.decode(redact.reveal_task(exp_id, current.id, json.loads(current.task)))
-        except MissingSecretError as exc:  # nothing to run it with: say so
-            store.transition(exp_id, current.id, State.FAILED, when=[State.PENDING],
-                             reason=f"launch failed: {exc}", end_time=time.time())  # fmt: skip
-            continue
-        attempt = current.attempts
-        while True:
-            attempt += 1
-            start = time.time()
-            store.transition(exp_id, current.id, State.RUNNING, when=[State.PENDING], attempts=attempt,
-                             job_id=f"direct:{os.getpid()}", start_time=start)  # fmt: skip
-            attempt_dir = os.path.join(store.task_dir(exp_id, current.id), f"attempt-{attempt}")
-            code, error = _run_one(task, attempt_dir)
-            end = time.time()
-            write_result(attempt_dir, {"exit_code": code, "start": start, "end": end, "error": error})
-            if code == 0:
-                store.transition(
-                    exp_id, current.id, State.SUCCEEDED, when=[State.RUNNING], exit_code=0, end_time=end
-                )
-                break
-            reason = error or f"exit code {code}"
-            if attempt <= retries:
-                store.transition(exp_id, current.id, State.PENDING, when=[State.RUNNING], exit_code=code,
-                                 reason=f"retrying (attempt {attempt} of {retries + 1} failed: {reason})")  # fmt: skip
-                continue
-            store.transition(
-                exp_id,
-                current.id,
-                State.FAILED,
-                when=[State.RUNNING],
-                exit_code=code,
-                reason=reason,
-                end_time=end,
-            )
-            break
-    store.mark_ended(exp_id, True)
-    states = store.task_states(exp_id)
-    assert all(s in FINAL_STATES for s in states)
-    return experiment_state(states)
+class DirectBackend(Backend):
+    """The engine's backend for ``run(direct=True)``: ``launch`` runs the attempt here and now,
+    to its end, recording its output and result as the runner does; ``poll`` reads the result.
+
+    The driver loop is the same as on any backend (dependencies, retries, the timeout, checked
+    between tasks since each launch returns when its task has ended)."""
+
+    def _launch(self, job: JobSpec) -> Launched:
+        with open(os.path.join(job.task_dir, TASK), "rb") as f:
+            encoded = json.load(f)["task"]
+        task = serialization.decode(redact.reveal_task(job.experiment_id, job.task_id, encoded))
+        start = time.time()
+        code, error = _run_one(task, job.attempt_dir)
+        write_result(job.attempt_dir, {"exit_code": code, "start": start, "end": time.time(), "error": error})
+        return Launched(job_id=f"direct:{os.getpid()}", state=State.RUNNING)
+
+    def _poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
+        return {job.job_id: status_of_ended_job(read_local_result(job.attempt_dir)) for job in jobs}
+
+    def _cancel(self, job: JobRef) -> None:
+        return None  # its task has ended when launch returns: nothing left to end
+
+    def poll_interval(self) -> float:
+        return 0.0

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from runyard import naming
 from runyard.errors import ConfigError, ExecutorFieldError
 from runyard.states import State
 
@@ -59,19 +60,52 @@ class Executor:
         return self.kind
 
 
+class _Folders:
+    """The folders of one attempt, from its ids (``naming``: never parsed back into ids)."""
+
+    __slots__ = ()
+
+    experiment_dir: str
+    task_id: str
+    attempt: int
+
+    @property
+    def task_dir(self) -> str:
+        return naming.task_dir(self.experiment_dir, self.task_id)
+
+    @property
+    def attempt_dir(self) -> str:
+        return naming.attempt_dir(self.experiment_dir, self.task_id, self.attempt)
+
+
 @attrs.define
-class JobSpec:
+class JobRef(_Folders):
+    """One attempt of one task, and the job that runs it once launched (``job_id``, ``handle``):
+    enough to find it from any process. Backends and log sources get ids, never paths to parse;
+    ``experiment_dir`` is the experiment's folder on this machine (``naming.task_dir``)."""
+
+    experiment_id: str
+    task_id: str
+    attempt: int
+    experiment_dir: str
+    executor: Executor
+    job_id: str = ""
+    handle: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define
+class JobSpec(_Folders):
     """Everything a backend needs to launch one attempt of one task.
 
-    ``task_dir`` holds ``task.json`` (written by core); the runner writes
-    ``task_dir/attempt-<attempt>/``. ``env`` is the complete set of variables to add to the
-    job's environment (executor ``env_vars``, the task's own, and ``RUNYARD_*``).
+    ``task_dir`` holds ``task.json`` (written by core); the runner writes ``attempt_dir``.
+    ``env`` is the complete set of variables to add to the job's environment (executor
+    ``env_vars``, the task's own, and ``RUNYARD_*``).
     """
 
     experiment_id: str
     task_id: str
     attempt: int
-    task_dir: str
+    experiment_dir: str
     executor: Executor
     is_script: bool
     argv: list[str]  # for Script tasks: the program to run; empty for Python tasks
@@ -79,24 +113,12 @@ class JobSpec:
     cwd: str | None = None
     after: list[JobRef] = attrs.field(factory=list)  # queued jobs it must wait for (chained)
 
-    @property
-    def attempt_dir(self) -> str:
-        return f"{self.task_dir}/attempt-{self.attempt}"
-
-
-@attrs.define
-class JobRef:
-    """A launched job, as recorded in the store: enough to find it from any process."""
-
-    job_id: str
-    handle: dict[str, Any]
-    task_dir: str
-    attempt: int
-    executor: Executor
-
-    @property
-    def attempt_dir(self) -> str:
-        return f"{self.task_dir}/attempt-{self.attempt}"
+    def ref(self, job_id: str = "", handle: dict[str, Any] | None = None) -> JobRef:
+        """The reference of this attempt (of its job, once launched)."""
+        return JobRef(
+            self.experiment_id, self.task_id, self.attempt, self.experiment_dir, self.executor,
+            job_id, dict(handle or {}),
+        )  # fmt: skip
 
 
 @attrs.define
@@ -112,6 +134,9 @@ class Launched:
 class JobStatus:
     """A backend's view of a job, already cross-checked with the runner's files.
 
+    ``failure``: what kind of failure ended the job, when the backend knows better than the
+    exit code (``"oom"``, ``"timeout"``, ``"preempted"``, ``"node_failure"``); None: core
+    says ``"error"`` for an exit code, ``"lost"`` for none.
     ``claim``: set when the job is not the one that runs the attempt — another launch's
     runner claimed it (see ``jobfiles.CLAIM``); core then adopts that job (``Backend.adopt``).
     """
@@ -122,6 +147,7 @@ class JobStatus:
     start_time: dt.datetime | None = None
     end_time: dt.datetime | None = None
     claim: dict[str, Any] | None = None
+    failure: str | None = None  # a failure kind the backend knows (``states.FAILURES``): "oom"...
 
 
 class Backend(abc.ABC):
@@ -130,6 +156,10 @@ class Backend(abc.ABC):
     Public methods are the contract core calls; subclasses implement the ``_`` ones.
     ``cancel`` is idempotent; ``close`` never raises. ``pause``/``resume`` are optional:
     the default raises ``NotImplementedError`` naming the class.
+
+    ``prepare(job)`` decides what ``launch`` submits (a command line, a batch script, a
+    container spec) without doing anything; ``launch`` submits what it returns and
+    ``dry_run`` shows it, so a dry run shows exactly what a launch would submit.
 
     ``self_driving``: once submitted, this backend's jobs need no runyard process: the
     backend itself keeps their dependencies (chained jobs) and their outcome, which any
@@ -203,8 +233,17 @@ class Backend(abc.ABC):
         """How long the scheduler may wait between two polls of this backend, in seconds."""
         return 1.0
 
+    def prepare(self, job: JobSpec) -> Any:
+        """What ``launch`` submits for ``job`` (the command line, batch script or container
+        spec, with every path as the job sees it), decided without starting, writing or
+        sending anything; looking things up is fine (a cluster's home folder). A backend
+        that has it launches exactly this and shows it in ``dry_run``. It holds the values of
+        secrets (``job.env``): ``dry_run`` masks them in what it shows, never in what it
+        returns. Default: None (nothing to show beyond the job itself)."""
+        return None
+
     def dry_run(self, job: JobSpec) -> str:
-        """What ``launch`` would do (the script, spec or command), without doing it.
+        """``prepare(job)`` as text: what ``launch`` would submit, without doing it.
 
         Show secret values masked (``runyard.redact.masked``).
         """

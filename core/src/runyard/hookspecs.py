@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from runyard.artifacts import ArtifactStoreRegistry
     from runyard.executor import Executor
     from runyard.logs import LogSource
-    from runyard.plugins import ExecutorRegistry, TaskSpec
+    from runyard.registries import ArtifactStoreRegistry, ExecutorRegistry, TaskSpec
 
 PROJECT = "runyard"
 hookspec = pluggy.HookspecMarker(PROJECT)

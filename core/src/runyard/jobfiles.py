@@ -1,4 +1,5 @@
-"""The files the in-job runner writes, and how a backend reads them into a status.
+"""The in-job runner's command line (:func:`runner_command`), the files it writes, and how a
+backend reads them into a status.
 
 Shared by every backend: the runner's ``result.json`` decides the exit code (it beats a
 scheduler that forgot the job); no result and a dead job means the job was lost.
@@ -13,8 +14,9 @@ from importlib import resources
 from typing import Any
 
 from runyard.errors import BackendError
-from runyard.executor import JobStatus
+from runyard.executor import JobSpec, JobStatus
 from runyard.packaging import CodePackage
+from runyard.runner import script_argv
 from runyard.states import State
 
 RESULT = "result.json"
@@ -30,6 +32,33 @@ TASK = "task.json"
 def runner_path(name: str = "runner.py") -> str:
     """Path of the in-job runner file (``runner.py`` or ``runner.sh``) shipped in core."""
     return str(resources.files("runyard").joinpath(name))
+
+
+def runner_command(
+    job: JobSpec,
+    *,
+    python: str,
+    runner_dir: str | None = None,
+    task_dir: str | None = None,
+    task: dict[str, Any] | None = None,
+    bash: bool = True,
+) -> list[str]:
+    """The command line that starts the in-job runner on one attempt; every backend builds
+    it here. A Script task: ``bash RUNNER_DIR/runner.sh TASK_DIR ATTEMPT PROGRAM [ARGS...]``;
+    any other: ``PYTHON RUNNER_DIR/runner.py TASK_DIR ATTEMPT``.
+
+    Paths are the job's: ``runner_dir`` holds ``runner.py`` and ``runner.sh`` (default:
+    core's, on this machine), ``task_dir`` is the task folder (default ``job.task_dir``).
+    ``task``: the ``task.json`` the job reads, when its paths moved (:func:`relocated_task`);
+    a Script's program is then the one it names (default ``job.argv``). ``bash=False`` runs
+    a Script under ``runner.py`` (which starts the program itself), where bash may be missing.
+    """
+    runner_dir = runner_dir or os.path.dirname(runner_path())
+    where = task_dir or job.task_dir
+    if job.is_script and bash:
+        program = script_argv(task["task"]) if task is not None else job.argv
+        return ["bash", f"{runner_dir}/runner.sh", where, str(job.attempt), *program]
+    return [python, f"{runner_dir}/runner.py", where, str(job.attempt)]
 
 
 def parse_result(text: str | bytes | None) -> dict[str, Any] | None:
@@ -123,12 +152,14 @@ def status_of_ended_job(result: dict[str, Any] | None, backend_reason: str | Non
     )
 
 
-def relocated_task_json(task_dir: str, package: CodePackage | None, remote_code_root: str | None) -> bytes:
+def relocated_task(
+    task_dir: str, package: CodePackage | None, remote_code_root: str | None
+) -> dict[str, Any]:
     """The task's ``task.json`` for a job that runs elsewhere, with the script and import
     paths moved into the shipped code (paths outside the code are kept as they are): the
     launching script, the import paths, and a Script task's absolute ``path``."""
     with open(os.path.join(task_dir, TASK), "rb") as f:
-        spec = json.load(f)
+        spec: dict[str, Any] = json.load(f)
     if package is not None and remote_code_root:
         root = remote_code_root
         spec["python_path"] = [package.relocate(p, root) for p in spec.get("python_path") or []]
@@ -137,10 +168,13 @@ def relocated_task_json(task_dir: str, package: CodePackage | None, remote_code_
         if spec.get("main_path"):
             spec["main_path"] = package.relocate(spec["main_path"], root)
         task = spec.get("task")
-        script = isinstance(task, dict) and task.get("__runyard__") == "script"
-        if script and os.path.isabs(task.get("path") or ""):
+        if (
+            isinstance(task, dict)
+            and task.get("__runyard__") == "script"
+            and os.path.isabs(task.get("path") or "")
+        ):
             task["path"] = package.relocate(task["path"], root)  # a Script's file
-    return json.dumps(spec).encode()
+    return spec
 
 
 def heartbeat_is_stale(heartbeat_mtime: float | None, now: float, interval: float = 5.0) -> bool:

@@ -1,7 +1,7 @@
 """Task output: log sources (where a backend keeps it) and the journal format.
 
 The runner writes ``journal.log`` with one line per output line: ``<unix time> <o|e> <text>``.
-A :class:`LogSource` reads the runner's files for a task wherever they are (this machine,
+A :class:`LogSource` reads the runner's files of one attempt (a ``JobRef``) wherever they are (this machine,
 a cluster over SFTP, ...); plugins provide one through the ``runyard_log_source`` hook.
 """
 
@@ -13,21 +13,7 @@ import os
 
 import attrs
 
-from runyard.executor import Executor
-
-
-@attrs.frozen
-class LogRef:
-    """Where one attempt of a task keeps its files."""
-
-    task_dir: str
-    attempt: int
-    executor: Executor
-    job_id: str | None = None
-
-    @property
-    def attempt_dir(self) -> str:
-        return f"{self.task_dir}/attempt-{self.attempt}"
+from runyard.executor import JobRef
 
 
 @attrs.frozen
@@ -56,7 +42,7 @@ class LogSource(abc.ABC):
     """Reads the runner's files of a task attempt, from an offset."""
 
     @abc.abstractmethod
-    def read(self, ref: LogRef, name: str, offset: int = 0) -> bytes:
+    def read(self, ref: JobRef, name: str, offset: int = 0) -> bytes:
         """Bytes of file ``name`` (``stdout.log``, ``stderr.log``, ``journal.log``) from ``offset``.
 
         Returns ``b""`` when the file does not exist (yet).
@@ -66,7 +52,7 @@ class LogSource(abc.ABC):
 class LocalFileLogSource(LogSource):
     """The runner's files in the task directory on this machine."""
 
-    def read(self, ref: LogRef, name: str, offset: int = 0) -> bytes:
+    def read(self, ref: JobRef, name: str, offset: int = 0) -> bytes:
         try:
             with open(os.path.join(ref.attempt_dir, name), "rb") as f:
                 if offset:

@@ -46,3 +46,14 @@ def slug(value: str) -> str:
     out = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-._")
     out = re.sub(r"\.\.+", ".", out)
     return (out or "task")[:MAX_LEN]
+
+
+# --- the experiment folder's layout (one place: the store, core and every backend use it)
+def task_dir(experiment_dir: str, task_id: str) -> str:
+    """A task's folder: ``EXPERIMENT_DIR/tasks/TASK_ID`` (task.json, one folder per attempt)."""
+    return f"{experiment_dir}/tasks/{check_component(task_id, 'task id')}"
+
+
+def attempt_dir(experiment_dir: str, task_id: str, attempt: int) -> str:
+    """The folder the runner writes one attempt's files into: ``TASK_DIR/attempt-N``."""
+    return f"{task_dir(experiment_dir, task_id)}/attempt-{int(attempt)}"

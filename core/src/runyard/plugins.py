@@ -1,4 +1,4 @@
-"""The plugin manager: entry points, registries, and a typed facade over ``pm.hook``.
+"""The plugin manager: entry points, and a typed facade over ``pm.hook``.
 
 Plugins are found through two entry point groups:
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Callable
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -25,17 +24,39 @@ import attrs
 import pluggy
 
 from runyard import hookspecs
-from runyard.errors import ConfigError, PluginError, PluginNotInstalledError
+from runyard.errors import PluginError, PluginNotInstalledError
+from runyard.registries import (  # re-exported (see __all__): code that predates registries.py
+    BLOCK_ENV,
+    ArtifactStoreRegistry,
+    ExecutorRegistry,
+    TaskSpec,
+    _Registry,
+)
 
 if TYPE_CHECKING:
-    from runyard.artifacts import ArtifactStore, ArtifactStoreRegistry
+    from runyard.artifacts import ArtifactStore
     from runyard.executor import Backend, Executor
     from runyard.logs import LogSource
+
+__all__ = [
+    "BLOCK_ENV",
+    "DISABLE_ENV",
+    "EXPORT_GROUP",
+    "PLUGIN_GROUP",
+    "ArtifactStoreRegistry",
+    "ExecutorRegistry",
+    "PluginInfo",
+    "Plugins",
+    "TaskSpec",
+    "exported_names",
+    "plugin_manager",
+    "reset_plugin_manager",
+    "resolve_export",
+]
 
 PLUGIN_GROUP = "runyard.plugins"
 EXPORT_GROUP = "runyard.exports"
 DISABLE_ENV = "RUNYARD_DISABLE_PLUGIN_AUTOLOAD"
-BLOCK_ENV = "RUNYARD_BLOCK_PLUGINS"
 
 # Public names of the plugins this project ships: a helpful error when one is missing.
 KNOWN_EXPORTS = {
@@ -49,16 +70,6 @@ KNOWN_EXPORTS = {
 
 
 @attrs.define
-class TaskSpec:
-    """A task being added, as task modifiers see it (see ``runyard_modify_task``)."""
-
-    task: Any
-    executor: Executor
-    task_id: str
-    experiment_id: str
-
-
-@attrs.define
 class PluginInfo:
     """One plugin as ``runyard plugins`` shows it."""
 
@@ -68,60 +79,6 @@ class PluginInfo:
     hooks: list[str]
     exports: list[str]
     error: str | None = None
-
-
-class _Registry:
-    """A name → item map that refuses duplicates, naming both providers."""
-
-    what = "item"
-
-    def __init__(self) -> None:
-        self._items: dict[str, tuple[Any, str]] = {}
-        self.current_plugin = "?"
-        self.hint = ""  # why a name may be missing (autoload off, plugins blocked)
-
-    def _add(self, name: str, item: Any) -> None:
-        if name in self._items:
-            _, other = self._items[name]
-            raise PluginError(
-                f"{self.what} {name!r} is registered twice: by plugin {other!r} and by plugin "
-                f"{self.current_plugin!r}; uninstall one or block it with {BLOCK_ENV}"
-            )
-        self._items[name] = (item, self.current_plugin)
-
-    def _get(self, name: str) -> Any:
-        try:
-            return self._items[name][0]
-        except KeyError:
-            known = ", ".join(sorted(self._items)) or "none"
-            raise ConfigError(
-                f"no {self.what} named {name!r} is installed (installed: {known}){self.hint}"
-            ) from None
-
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
-    def provider(self, name: str) -> str:
-        return self._items[name][1]
-
-
-class ExecutorRegistry(_Registry):
-    """Executor classes by ``kind``, each with its backend class."""
-
-    what = "executor kind"
-
-    def add(self, executor_cls: type[Executor], backend_cls: Callable[[], Backend]) -> None:
-        """Register ``executor_cls`` (keyed by its ``kind``) with the backend that runs it."""
-        kind = getattr(executor_cls, "kind", "")
-        if not kind:
-            raise PluginError(f"{executor_cls.__qualname__} has no 'kind' class attribute")
-        self._add(kind, (executor_cls, backend_cls))
-
-    def executor_class(self, kind: str) -> type[Executor]:
-        return self._get(kind)[0]
-
-    def backend_class(self, kind: str) -> Callable[[], Backend]:
-        return self._get(kind)[1]
 
 
 class Plugins:
@@ -251,8 +208,6 @@ class Plugins:
     def artifact_stores(self) -> ArtifactStoreRegistry:
         with self._lock:
             if self._stores is None:
-                from runyard.artifacts import ArtifactStoreRegistry
-
                 registry = ArtifactStoreRegistry()
                 self._each_impl(self.pm.hook.runyard_register_artifact_stores, registry)
                 self._stores = registry

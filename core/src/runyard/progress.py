@@ -7,7 +7,6 @@ printed as it comes, each line prefixed by its task name.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -15,15 +14,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from runyard import serialization
-from runyard.executor import Executor
-from runyard.logs import LogRef, LogSource, parse_journal
-from runyard.plugins import plugin_manager
+from runyard.jobfiles import JOURNAL
+from runyard.logs import parse_journal
 from runyard.states import FINAL_STATES, State
 from runyard.store import TaskRecord
 
 if TYPE_CHECKING:
-    from runyard.experiment import Experiment
+    from runyard.engine import Engine
 
 MAX_ROWS = 20
 _COLORS = {
@@ -33,30 +30,20 @@ _COLORS = {
 
 
 class LogFollower:
-    """Reads new journal lines of live tasks, by offset, through their log sources."""
+    """Reads new journal lines of live tasks, by offset, through their task handles."""
 
-    def __init__(self, exp: Experiment) -> None:
-        self.exp = exp
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.offsets: dict[tuple[str, int], int] = {}
         self.last_line: dict[str, str] = {}
-        self._sources: dict[str, tuple[LogSource, Executor]] = {}
-
-    def _source(self, task: TaskRecord) -> tuple[LogSource, Executor]:
-        if task.id not in self._sources:
-            executor = serialization.structure_executor(json.loads(task.executor))
-            self._sources[task.id] = (plugin_manager().log_source(executor), executor)
-        return self._sources[task.id]
 
     def new_lines(self, task: TaskRecord) -> list[tuple[str, str]]:
         if task.attempts == 0:
             return []
-        source, executor = self._source(task)
         key = (task.id, task.attempts)
         offset = self.offsets.get(key, 0)
-        ref = LogRef(
-            self.exp.store.task_dir(task.experiment_id, task.id), task.attempts, executor, task.job_id
-        )
-        entries, used = parse_journal(source.read(ref, "journal.log", offset))
+        data = self.engine.handle(task).read_log(JOURNAL, offset=offset)
+        entries, used = parse_journal(data)
         self.offsets[key] = offset + used
         if entries:
             self.last_line[task.id] = entries[-1].message
@@ -75,9 +62,9 @@ def _elapsed(task: TaskRecord) -> str:
 class PlainObserver:
     """One line per state change; tailed output prefixed by task name."""
 
-    def __init__(self, exp: Experiment, tail_logs: bool, out: TextIO) -> None:
-        self.exp, self.tail_logs, self.out = exp, tail_logs, out
-        self.follower = LogFollower(exp) if tail_logs else None
+    def __init__(self, engine: Engine, tail_logs: bool, out: TextIO) -> None:
+        self.engine, self.tail_logs, self.out = engine, tail_logs, out
+        self.follower = LogFollower(engine) if tail_logs else None
         self.width = 0
 
     def wants_tick(self) -> float | None:
@@ -119,15 +106,15 @@ class PlainObserver:
         self.out.flush()
 
     def finish(self, state: State) -> None:
-        self.say(f"experiment {self.exp.experiment_id}: {state}")
+        self.say(f"experiment {self.engine.experiment_id}: {state}")
 
 
 class TerminalObserver(PlainObserver):
     """A live table, redrawn in place; log lines (tail_logs) scroll above it."""
 
-    def __init__(self, exp: Experiment, tail_logs: bool, out: TextIO) -> None:
-        super().__init__(exp, tail_logs, out)
-        self.follower = LogFollower(exp)
+    def __init__(self, engine: Engine, tail_logs: bool, out: TextIO) -> None:
+        super().__init__(engine, tail_logs, out)
+        self.follower = LogFollower(engine)
         self.drawn = 0
         self.last_draw = 0.0
 
@@ -173,7 +160,7 @@ class TerminalObserver(PlainObserver):
                 f"  ... {len(rows) - len(shown)} more: " + ", ".join(f"{n} {s}" for s, n in counts.items())
             )
         done = sum(t.status in FINAL_STATES for t in tasks)
-        lines.insert(0, f"{self.exp.experiment_id}: {done}/{len(tasks)} ended")
+        lines.insert(0, f"{self.engine.experiment_id}: {done}/{len(tasks)} ended")
         out = []
         if self.drawn:
             out.append(f"\x1b[{self.drawn}F\x1b[J")
@@ -190,10 +177,10 @@ class TerminalObserver(PlainObserver):
 
     def finish(self, state: State) -> None:
         self.drawn = 0
-        self.say(f"experiment {self.exp.experiment_id}: {state}")
+        self.say(f"experiment {self.engine.experiment_id}: {state}")
 
 
-def make_observer(exp: Experiment, *, tail_logs: bool, out: TextIO | None = None) -> PlainObserver:
+def make_observer(engine: Engine, *, tail_logs: bool, out: TextIO | None = None) -> PlainObserver:
     stream = out or sys.stdout
     tty = stream.isatty() and os.environ.get("TERM") != "dumb" and not os.environ.get("RUNYARD_PLAIN")
-    return TerminalObserver(exp, tail_logs, stream) if tty else PlainObserver(exp, tail_logs, stream)
+    return TerminalObserver(engine, tail_logs, stream) if tty else PlainObserver(engine, tail_logs, stream)

@@ -33,7 +33,6 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import cattrs
 
 from runyard import naming, serialization
 from runyard.dag import find_cycle
@@ -43,9 +42,12 @@ from runyard.redact import is_secret
 from runyard.serialization import TAG
 
 if TYPE_CHECKING:
-    from runyard.experiment import Experiment
+    import cattrs
+
+    from runyard.engine import Engine
 
 FORMAT = 1
+_S = typing.TypeVar("_S", bound="Snapshot")
 _FIX = "fix the file, or save a new snapshot of the experiment (`runyard snapshot EXPERIMENT -o FILE`)"
 
 
@@ -69,8 +71,10 @@ def _from_environment(env: dict[str, str] | None, names: list[str], missing: lis
 
 
 @attrs.define
-class ExperimentSnapshot:
-    """A JSON-serializable description of an experiment; see the module docstring."""
+class Snapshot:
+    """A JSON-serializable description of an experiment; see the module docstring.
+
+    ``runyard.ExperimentSnapshot`` (in ``experiment.py``) adds ``reproduce()``."""
 
     title: str
     description: str | None
@@ -110,7 +114,7 @@ class ExperimentSnapshot:
         return path
 
     @classmethod
-    def load(cls, path: str) -> ExperimentSnapshot:
+    def load(cls: type[_S], path: str) -> _S:
         """Read a snapshot written by :meth:`save`; a ConfigError unless all of it is valid."""
         try:
             with open(os.fspath(path)) as f:
@@ -129,12 +133,11 @@ class ExperimentSnapshot:
         snapshot._check(snapshot._source())
         return snapshot
 
-    def reproduce(self, *, base_dir: str | None = None) -> Experiment:
-        """A new, not yet launched experiment with the same tasks, settings and metadata.
-
-        Everything is checked first: on any error nothing is created."""
-        from runyard.experiment import Experiment
-
+    def checked(self) -> Reproduction:
+        """What a reproduction adds to a new experiment, every part checked first (a
+        ConfigError naming the file otherwise): the tasks, encoded as the store keeps them,
+        with the secrets' values from this process's environment (a warning names those it
+        has not got), and where their targets are imported from."""
         source = self._source()
         entries, imports = self._check(source)
         rows = []
@@ -157,20 +160,9 @@ class ExperimentSnapshot:
             warnings.warn(
                 "secret environment variables are not in snapshots and not set here: "
                 + ", ".join(sorted(set(missing))),
-                stacklevel=2,
+                stacklevel=3,
             )
-        settings = self.settings  # every task checked above: nothing half-made on error
-        try:  # checks the title, tags, metadata and settings before it creates anything
-            exp = Experiment(
-                self.title, description=self.description, tags=self.tags, metadata=self.metadata,
-                log_level=settings.get("log_level", "INFO"), max_retries=settings.get("max_retries", 0),
-                timeout=settings.get("timeout"), checkpoint_interval=settings.get("checkpoint_interval"),
-                base_dir=base_dir,
-            )  # fmt: skip
-        except ConfigError as exc:
-            raise ConfigError(f"cannot reproduce {source}: {exc}") from None
-        exp._add_encoded(rows, main_path=imports.main_path, python_path=imports.python_path)
-        return exp
+        return Reproduction(rows, imports.main_path, imports.python_path)
 
     def _source(self) -> str:
         """The snapshot, for error messages: its file, if it was read from one."""
@@ -217,10 +209,20 @@ class ExperimentSnapshot:
         return entries, imports
 
 
+@attrs.frozen
+class Reproduction:
+    """A checked snapshot's tasks ``(id, task JSON, executor JSON, dependencies, plugins)``
+    and import paths, ready for ``Engine.add_encoded``."""
+
+    rows: list[tuple[str, str, str, list[str], list[Any]]]
+    main_path: str | None
+    python_path: list[str]
+
+
 # ------------------------------------------------------------------------------ checking
 @attrs.frozen
 class _Task:
-    """One entry of a snapshot's ``tasks``, as written by :func:`create_snapshot`."""
+    """One entry of a snapshot's ``tasks``, as written by :func:`snapshot_fields`."""
 
     id: str
     task: dict[str, Any]
@@ -376,11 +378,15 @@ def _converter() -> cattrs.Converter:
 
 
 def _describe(exc: BaseException, type_: Any) -> str:
+    import cattrs
+
     return str(exc) if isinstance(exc, _Mismatch) else cattrs.v.format_exception(exc, type_)
 
 
 def _messages(exc: BaseException, path: str) -> list[str]:
     """cattrs's error (or group of them) as ``"<what is wrong> @ $.field"`` lines."""
+    import cattrs
+
     return cattrs.transform_error(exc, path=path, format_exception=_describe)
 
 
@@ -411,13 +417,14 @@ def _invalid(source: str, problems: list[str], shown: int = 5) -> ConfigError:
     )
 
 
-def create_snapshot(exp: Experiment) -> ExperimentSnapshot:
+def snapshot_fields(engine: Engine) -> dict[str, Any]:
+    """The fields of a snapshot of the engine's experiment, secrets left out (their names kept)."""
     tasks = []
-    for record in exp.store.tasks(exp.experiment_id):
-        executor = json.loads(record.executor)
+    for record in engine.store.tasks(engine.experiment_id):
+        executor = engine.column(record, "executor")
         env, redacted = _redact(executor.get("env_vars"))
         executor["env_vars"] = env or {}
-        task = json.loads(record.task)
+        task = engine.column(record, "task")
         entry: dict[str, Any] = {
             "id": record.id,
             "task": task,
@@ -429,22 +436,28 @@ def create_snapshot(exp: Experiment) -> ExperimentSnapshot:
         if task.get(serialization.TAG) == "script" and task.get("env"):
             task["env"], entry["redacted_script_env"] = _redact(task["env"])
         tasks.append(entry)
+    exp = engine.reload()
     settings = exp.settings
-    return ExperimentSnapshot(
-        title=exp.title,
-        description=exp.description,
-        tags=exp.tags,
-        metadata=exp.get_metadata(),
-        settings={k: settings.get(k) for k in ("log_level", "max_retries", "timeout", "checkpoint_interval")},
-        tasks=tasks,
-        environment={
-            **environment(settings.get("cwd") or os.getcwd()),
-            "main_path": exp._meta().main_path,
-            "python_path": settings.get("python_path") or [],
+    return {
+        "title": exp.title,
+        "description": exp.description,
+        "tags": list(exp.tags),
+        "metadata": engine.store.metadata(engine.experiment_id),
+        "settings": {
+            "log_level": settings.log_level,
+            "max_retries": settings.max_retries,
+            "timeout": settings.timeout,
+            "checkpoint_interval": settings.checkpoint_interval,
         },
-        source_experiment_id=exp.experiment_id,
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(),
-    )
+        "tasks": tasks,
+        "environment": {
+            **environment(settings.cwd or os.getcwd()),
+            "main_path": exp.main_path,
+            "python_path": settings.python_path or [],
+        },
+        "source_experiment_id": engine.experiment_id,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
 
 
 def environment(cwd: str) -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """The state database: one SQLite file (WAL) under the runyard home.
 
-Experiments, tasks, an append-only events journal, metadata, artifacts and config versions.
-Every state change is one transaction (with its event row), so any process can read at any
-time and a killed process leaves nothing half-written. Task output and artifacts are files
-in the experiment's folder, referenced from here. ``schema_version`` drives migrations.
+Experiments, tasks, their attempts, an append-only events journal, metadata, artifacts and
+config versions. Every state change is one transaction (with its event row), so any process
+can read at any time and a killed process leaves nothing half-written. Task output and
+artifacts are files in the experiment's folder, referenced from here.
+
+The records (``ExperimentRecord``, ``TaskRecord``, ``AttemptRecord``) define their tables'
+columns: each field is a column, with the decoder that checks its stored value and the
+encoder that stores it (``_codec``). ``schema_version`` drives the migrations (``_MIGRATIONS``).
 """
 
 from __future__ import annotations
@@ -13,154 +17,25 @@ import copy
 import functools
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from runyard.errors import DamagedStoreError, DiskFullError, StoreError, UnknownExperimentError, disk_full
 from runyard.naming import check_component
-from runyard.states import State
+from runyard.states import FAILURES, FINAL_STATES, TRANSITIONS, Event, State, Transition, check_transition
 
 DB_NAME = "runyard.db"
 
-_MIGRATIONS: list[str] = [
-    # 1: the first schema
-    """
-    CREATE TABLE experiments (
-        id TEXT PRIMARY KEY,
-        title TEXT NOT NULL,
-        description TEXT,
-        tags TEXT NOT NULL,
-        settings TEXT NOT NULL,
-        main_path TEXT,
-        created_at REAL NOT NULL,
-        launched_at REAL,
-        ended_at REAL,
-        run_options TEXT,
-        driver_pid INTEGER,
-        driver_kind TEXT,
-        driver_heartbeat REAL
-    );
-    CREATE INDEX experiments_by_title ON experiments (title, created_at);
-    CREATE TABLE tasks (
-        experiment_id TEXT NOT NULL REFERENCES experiments (id),
-        id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        task TEXT NOT NULL,
-        executor TEXT NOT NULL,
-        dependencies TEXT NOT NULL,
-        plugins TEXT NOT NULL,
-        status TEXT NOT NULL,
-        paused_from TEXT,
-        reason TEXT,
-        exit_code INTEGER,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        job_id TEXT,
-        handle TEXT,
-        start_time REAL,
-        end_time REAL,
-        rev INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (experiment_id, id)
-    );
-    CREATE TABLE events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        experiment_id TEXT NOT NULL,
-        task_id TEXT,
-        ts REAL NOT NULL,
-        kind TEXT NOT NULL,
-        data TEXT NOT NULL
-    );
-    CREATE INDEX events_by_experiment ON events (experiment_id, seq);
-    CREATE TABLE metadata (
-        experiment_id TEXT NOT NULL REFERENCES experiments (id),
-        key TEXT NOT NULL,
-        value TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        PRIMARY KEY (experiment_id, key)
-    );
-    CREATE TABLE artifacts (
-        experiment_id TEXT NOT NULL REFERENCES experiments (id),
-        name TEXT NOT NULL,
-        path TEXT NOT NULL,
-        description TEXT,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        store TEXT NOT NULL,
-        PRIMARY KEY (experiment_id, name)
-    );
-    CREATE TABLE config_versions (
-        experiment_id TEXT NOT NULL REFERENCES experiments (id),
-        name TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        config TEXT NOT NULL,
-        description TEXT,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (experiment_id, name, version)
-    );
-    """,
-    # 2: driver leases (a fencing token: a driver that lost its lease can change nothing), and
-    # a per-task clock for the experiment's timeout (a retry starts a new one)
-    """
-    ALTER TABLE experiments ADD COLUMN driver_lease INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE tasks ADD COLUMN clock_start REAL;
-    """,
-]
-SCHEMA_VERSION = len(_MIGRATIONS)
 
-
-@attrs.define
-class ExperimentRecord:
-    id: str
-    title: str
-    description: str | None
-    tags: list[str]
-    settings: dict[str, Any]
-    main_path: str | None
-    created_at: float
-    launched_at: float | None
-    ended_at: float | None
-    run_options: dict[str, Any] | None
-    driver_pid: int | None
-    driver_kind: str | None
-    driver_heartbeat: float | None
-    driver_lease: int = 0
-
-
-@attrs.define
-class TaskRecord:
-    experiment_id: str
-    id: str
-    seq: int
-    task: str  # encoded JSON, decoded on demand
-    executor: str  # unstructured JSON, decoded on demand
-    dependencies: list[str]
-    plugins: list[Any]
-    status: State
-    paused_from: State | None
-    reason: str | None
-    exit_code: int | None
-    attempts: int
-    job_id: str | None
-    handle: dict[str, Any]
-    start_time: float | None
-    end_time: float | None
-    rev: int
-    clock_start: float | None = None  # set by retry(): the experiment's timeout counts from here
-
-
-_TASK_COLUMNS = (
-    "experiment_id, id, seq, task, executor, dependencies, plugins, status, paused_from, reason,"
-    " exit_code, attempts, job_id, handle, start_time, end_time, rev, clock_start"
-)
-
-
-class _Bad(Exception):
+# --------------------------------------------------------------------------- column values
+class _Bad(ValueError):
     """A value runyard never writes; the Store names its file (DamagedStoreError)."""
 
     def __init__(self, problem: str, experiment_id: str | None = None) -> None:
@@ -168,22 +43,7 @@ class _Bad(Exception):
         self.experiment_id = experiment_id
 
 
-@functools.cache
-def _names(columns: str) -> tuple[str, ...]:
-    return tuple(c.strip() for c in columns.split(","))
-
-
-def _decode(
-    columns: str, decoders: dict[str, Callable[[Any], Any]], row: Sequence[Any], experiment: str, where: str
-) -> list[Any]:
-    """The row's values, each through the decoder of its column (if it has one)."""
-    return [
-        _column(decoders[name], value, name, experiment, where) if name in decoders else value
-        for name, value in zip(_names(columns), row, strict=True)
-    ]
-
-
-def _column(decode: Callable[[Any], Any], value: Any, name: str, experiment: str, where: str = "") -> Any:
+def _checked(decode: Callable[[Any], Any], value: Any, name: str, experiment: str, where: str = "") -> Any:
     """``decode(value)``; when it is wrong, _Bad says where: ``experiment ID{where}, column NAME``."""
     try:
         return decode(value)
@@ -192,7 +52,7 @@ def _column(decode: Callable[[Any], Any], value: Any, name: str, experiment: str
 
 
 def _of(*kinds: type, optional: bool = False) -> Callable[[Any], Any]:
-    """A plain column holding one of ``kinds`` (or NULL, when ``optional``)."""
+    """A plain value of one of ``kinds`` (or None, when ``optional``)."""
     what = _KIND_NAMES[float] if float in kinds else " or ".join(_KIND_NAMES[k] for k in kinds)
 
     def check(value: Any) -> Any:
@@ -204,7 +64,7 @@ def _of(*kinds: type, optional: bool = False) -> Callable[[Any], Any]:
 
 
 def _json(kind: type[Any], *, items: type | None = None, empty: Any = ...) -> Callable[[Any], Any]:
-    """A JSON column holding a ``kind`` (of ``items``); NULL or '' gives ``empty``, if given."""
+    """A JSON text holding a ``kind`` (of ``items``); NULL or '' gives ``empty``, if given."""
     what = _KIND_NAMES[kind] + (" of strings" if items is str else "")
 
     def decode(value: Any) -> Any:
@@ -228,6 +88,12 @@ def _state(value: Any) -> State:
         raise _Bad(f"{_short(value)} is not a task state ({', '.join(State)})") from None
 
 
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise _Bad(f"{_short(value)} is not a list of strings")
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -236,58 +102,506 @@ def _short(value: Any) -> str:
 _KIND_NAMES = {
     str: "a string", int: "a whole number", float: "a number", list: "list", dict: "object", object: "value"
 }  # fmt: skip
-_NUMBER = _of(int, float)
-_MAYBE_NUMBER = _of(int, float, optional=True)
-_MAYBE_STR = _of(str, optional=True)
-_TASK_DECODERS: dict[str, Callable[[Any], Any]] = {
-    "experiment_id": _of(str), "id": _of(str), "seq": _of(int), "task": _of(str), "executor": _of(str),
-    "dependencies": _json(list, items=str), "plugins": _json(list), "status": _state,
-    "paused_from": lambda v: _state(v) if v else None, "reason": _MAYBE_STR,
-    "exit_code": _of(int, optional=True), "attempts": _of(int), "job_id": _MAYBE_STR,
-    "handle": _json(dict, empty={}), "start_time": _MAYBE_NUMBER, "end_time": _MAYBE_NUMBER,
-    "rev": _of(int), "clock_start": _MAYBE_NUMBER,
-}  # fmt: skip
-_EXP_DECODERS: dict[str, Callable[[Any], Any]] = {
-    "id": _of(str), "title": _of(str), "description": _MAYBE_STR, "tags": _json(list, items=str),
-    "settings": _json(dict), "main_path": _MAYBE_STR, "created_at": _NUMBER, "launched_at": _MAYBE_NUMBER,
-    "ended_at": _MAYBE_NUMBER, "run_options": _json(dict, empty=None), "driver_pid": _of(int, optional=True),
-    "driver_kind": _MAYBE_STR, "driver_heartbeat": _MAYBE_NUMBER, "driver_lease": _of(int),
-}  # fmt: skip
-
-
-def _task(row: Sequence[Any]) -> TaskRecord:
-    """A tasks row (``_TASK_COLUMNS``), each value checked; _Bad names the first that is wrong."""
-    return TaskRecord(*_decode(_TASK_COLUMNS, _TASK_DECODERS, row, row[0], f", task {row[1]}"))
-
-
-def _experiment(row: Sequence[Any]) -> ExperimentRecord:
-    """An experiments row (``_EXP_COLUMNS``), each value checked; _Bad names the first that is wrong."""
-    return ExperimentRecord(*_decode(_EXP_COLUMNS, _EXP_DECODERS, row, row[0], ""))
-
-
-def _task_state(row: Sequence[Any]) -> State:
-    """``(experiment_id, id, status)`` of a tasks row: the status."""
-    return _column(_state, row[2], "status", row[0], f", task {row[1]}")
-
-
+_STR, _INT, _NUMBER = _of(str), _of(int), _of(int, float)
+_MAYBE_STR, _MAYBE_INT, _MAYBE_NUMBER = (
+    _of(str, optional=True),
+    _of(int, optional=True),
+    _of(int, float, optional=True),
+)
 _ANY_JSON = _json(object)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _state_value(value: State | None) -> str | None:
+    return None if value is None else State(value).value
+
+
+def _codec(decode: Callable[[Any], Any], encode: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """A record field's metadata that makes it a column: ``decode`` checks (and converts) the
+    stored value, raising _Bad; ``encode`` gives the value to store (default: the value)."""
+    return {"decode": decode, "encode": encode}
+
+
+# --------------------------------------------------------------------------- settings
+@attrs.define
+class Settings:
+    """An experiment's settings: ``Experiment(...)``'s arguments, and where its tasks import
+    from. Stored as one JSON object; keys this runyard does not know (a newer one wrote them)
+    are kept in ``extra`` and written back as they were. A null means the default."""
+
+    log_level: str = attrs.field(default="INFO", metadata=_codec(_STR))
+    max_retries: int = attrs.field(default=0, metadata=_codec(_INT))
+    timeout: float | None = attrs.field(default=None, metadata=_codec(_MAYBE_NUMBER))
+    checkpoint_interval: float | None = attrs.field(default=None, metadata=_codec(_MAYBE_NUMBER))
+    cwd: str | None = attrs.field(default=None, metadata=_codec(_MAYBE_STR))
+    python_path: list[str] = attrs.field(factory=list, metadata=_codec(_strings))
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Settings:
+        """The settings in ``values``; ValueError names a key whose value is wrong."""
+        known = {f.name: f for f in attrs.fields(cls) if f.name != "extra"}
+        given: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                continue
+            if value is not None or known[key].default is None:
+                try:
+                    given[key] = known[key].metadata["decode"](value)
+                except _Bad as exc:
+                    raise _Bad(f"key {key}: {exc}") from None
+        return cls(**given, extra={k: v for k, v in values.items() if k not in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        """The settings a JSON object holds; ValueError when it is not one, or a value is wrong."""
+        return cls.from_dict(_json(dict)(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting by name, the ``extra`` ones too."""
+        known = {f.name: getattr(self, f.name) for f in attrs.fields(type(self)) if f.name != "extra"}
+        return {**known, **{k: v for k, v in self.extra.items() if k not in known}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def _settings(value: Any) -> Settings:
+    return Settings.from_json(value)
+
+
+# --------------------------------------------------------------------------- records
+@attrs.define
+class ExperimentRecord:
+    id: str = attrs.field(metadata=_codec(_STR))
+    title: str = attrs.field(metadata=_codec(_STR))
+    description: str | None = attrs.field(metadata=_codec(_MAYBE_STR))
+    tags: list[str] = attrs.field(metadata=_codec(_json(list, items=str), json.dumps))
+    settings: Settings = attrs.field(metadata=_codec(_settings, Settings.to_json))
+    main_path: str | None = attrs.field(metadata=_codec(_MAYBE_STR))
+    created_at: float = attrs.field(metadata=_codec(_NUMBER))
+    launched_at: float | None = attrs.field(metadata=_codec(_MAYBE_NUMBER))
+    ended_at: float | None = attrs.field(metadata=_codec(_MAYBE_NUMBER))
+    run_options: dict[str, Any] | None = attrs.field(metadata=_codec(_json(dict, empty=None), _dumps))
+    driver_pid: int | None = attrs.field(metadata=_codec(_MAYBE_INT))
+    driver_kind: str | None = attrs.field(metadata=_codec(_MAYBE_STR))
+    driver_heartbeat: float | None = attrs.field(metadata=_codec(_MAYBE_NUMBER))
+    driver_lease: int = attrs.field(default=0, metadata=_codec(_INT))
+
+
+@attrs.define
+class TaskRecord:
+    """A task; ``status``, ``start_time``, ``end_time``, ``exit_code``, ``reason``, ``job_id``
+    and ``failure`` are those of its latest attempt (``attempts`` of them so far)."""
+
+    experiment_id: str = attrs.field(metadata=_codec(_STR))
+    id: str = attrs.field(metadata=_codec(_STR))
+    seq: int = attrs.field(metadata=_codec(_INT))
+    task: str = attrs.field(metadata=_codec(_STR))  # encoded JSON, decoded on demand
+    executor: str = attrs.field(metadata=_codec(_STR))  # unstructured JSON, decoded on demand
+    dependencies: list[str] = attrs.field(metadata=_codec(_json(list, items=str), json.dumps))
+    plugins: list[Any] = attrs.field(metadata=_codec(_json(list), json.dumps))
+    status: State = attrs.field(metadata=_codec(_state, _state_value))
+    paused_from: State | None = attrs.field(metadata=_codec(lambda v: _state(v) if v else None, _state_value))
+    reason: str | None = attrs.field(metadata=_codec(_MAYBE_STR))
+    exit_code: int | None = attrs.field(metadata=_codec(_MAYBE_INT))
+    attempts: int = attrs.field(metadata=_codec(_INT))
+    job_id: str | None = attrs.field(metadata=_codec(_MAYBE_STR))
+    handle: dict[str, Any] = attrs.field(metadata=_codec(_json(dict, empty={}), _dumps))
+    start_time: float | None = attrs.field(metadata=_codec(_MAYBE_NUMBER))
+    end_time: float | None = attrs.field(metadata=_codec(_MAYBE_NUMBER))
+    rev: int = attrs.field(metadata=_codec(_INT))
+    # set by retry(): the experiment's timeout counts from here
+    clock_start: float | None = attrs.field(default=None, metadata=_codec(_MAYBE_NUMBER))
+    failure: str | None = attrs.field(default=None, metadata=_codec(_MAYBE_STR))
+
+
+@attrs.define
+class AttemptRecord:
+    """One attempt of a task (1, 2, ...): what it ran as and how it ended. ``failure`` is None
+    while it runs and when it succeeded, else one of ``states.FAILURES``."""
+
+    experiment_id: str = attrs.field(metadata=_codec(_STR))
+    task_id: str = attrs.field(metadata=_codec(_STR))
+    attempt: int = attrs.field(metadata=_codec(_INT))
+    status: State = attrs.field(metadata=_codec(_state, _state_value))
+    job_id: str | None = attrs.field(metadata=_codec(_MAYBE_STR))
+    start_time: float | None = attrs.field(metadata=_codec(_MAYBE_NUMBER))
+    end_time: float | None = attrs.field(metadata=_codec(_MAYBE_NUMBER))
+    exit_code: int | None = attrs.field(metadata=_codec(_MAYBE_INT))
+    reason: str | None = attrs.field(metadata=_codec(_MAYBE_STR))
+    failure: str | None = attrs.field(metadata=_codec(_MAYBE_STR))
+
+
+_R = TypeVar("_R", ExperimentRecord, TaskRecord, AttemptRecord)
+_TABLES: dict[type, str] = {ExperimentRecord: "experiments", TaskRecord: "tasks", AttemptRecord: "attempts"}
+# where a row is, in what _Bad says: "experiment ID{where}, column NAME"
+_WHERE: dict[type, Callable[[dict[str, Any]], tuple[Any, str]]] = {
+    ExperimentRecord: lambda r: (r["id"], ""),
+    TaskRecord: lambda r: (r["experiment_id"], f", task {r['id']}"),
+    AttemptRecord: lambda r: (r["experiment_id"], f", task {r['task_id']}, attempt {r['attempt']}"),
+}
+
+
+@functools.cache
+def _fields(cls: type) -> dict[str, attrs.Attribute[Any]]:
+    return attrs.fields_dict(cls)
+
+
+def _select(cls: type, names: Sequence[str] | None = None) -> str:
+    """``SELECT`` the columns ``names`` (default: all of the record's) ``FROM`` its table."""
+    return f"SELECT {', '.join(names or _fields(cls))} FROM {_TABLES[cls]}"
+
+
+def _decoded(cls: type, row: Sequence[Any], names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The row's values (of columns ``names``, default all) by name, each checked by its
+    field's decoder; _Bad names the first that is wrong. The row starts with its key columns."""
+    names = tuple(names or _fields(cls))
+    raw = dict(zip(names, row, strict=True))
+    experiment, where = _WHERE[cls](raw)
+    fields = _fields(cls)
+    return {n: _checked(fields[n].metadata["decode"], v, n, experiment, where) for n, v in raw.items()}
+
+
+def _reader(cls: type[_R]) -> Callable[[Sequence[Any]], _R]:
+    """Decodes a row of ``_select(cls)`` into a record."""
+    return lambda row: cls(**_decoded(cls, row))
+
+
+def _encoded(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (columns of ``cls``'s table by name) as they are stored."""
+    fields = _fields(cls)
+    out = {}
+    for name, value in values.items():
+        if name not in fields:
+            raise ValueError(f"{_TABLES[cls]} has no column {name!r} (columns: {', '.join(fields)})")
+        encode = fields[name].metadata["encode"]
+        out[name] = encode(value) if encode is not None and value is not None else value
+    return out
+
+
+def _insert(db: sqlite3.Connection, cls: type, values: dict[str, Any], *, replace: bool = False) -> None:
+    row = _encoded(cls, values)
+    db.execute(
+        f"INSERT {'OR REPLACE ' if replace else ''}INTO {_TABLES[cls]} ({', '.join(row)})"
+        f" VALUES ({', '.join('?' * len(row))})",
+        tuple(row.values()),
+    )
+
+
+def _update(db: sqlite3.Connection, cls: type, values: dict[str, Any], **key: Any) -> None:
+    row = _encoded(cls, values)
+    db.execute(
+        f"UPDATE {_TABLES[cls]} SET {', '.join(f'{k} = ?' for k in row)}"
+        f" WHERE {' AND '.join(f'{k} = ?' for k in key)}",
+        (*row.values(), *key.values()),
+    )
 
 
 def _event(row: Sequence[Any]) -> tuple[int, str | None, float, str, Any]:
     """``(experiment_id, seq, task_id, ts, kind, data)`` of an events row, but the experiment."""
-    _, seq, task_id, ts, kind, data = row
-    return seq, task_id, ts, kind, _column(_ANY_JSON, data, "data", row[0], f", event {seq}")
+    experiment, seq, task_id, ts, kind, data = row
+    return seq, task_id, ts, kind, _checked(_ANY_JSON, data, "data", experiment, f", event {seq}")
 
 
 def _metadata(row: Sequence[Any]) -> tuple[str, Any]:
     """``(experiment_id, key, value)`` of a metadata row: the key and its value."""
-    return row[1], _column(_ANY_JSON, row[2], "value", row[0], f", metadata {_short(row[1])}")
+    experiment, key, value = row
+    return key, _checked(_ANY_JSON, value, "value", experiment, f", metadata {_short(key)}")
 
 
-_EXP_COLUMNS = (
-    "id, title, description, tags, settings, main_path, created_at, launched_at, ended_at,"
-    " run_options, driver_pid, driver_kind, driver_heartbeat, driver_lease"
-)
+# --------------------------------------------------------------------------- transitions
+# what an attempt's record takes from its task's row
+_ATTEMPT_FIELDS = ("job_id", "start_time", "end_time", "exit_code", "reason", "failure")
+_CLEARED_ON_LAUNCH = ("start_time", "end_time", "exit_code", "failure")  # the last attempt's, on its task
+
+
+def _failure(rule: Transition, to: State, exit_code: int | None) -> str | None:
+    """The failure kind the rule gives (``"*"``: the outcome's)."""
+    if rule.failure != "*":
+        return rule.failure
+    if to is State.FAILED:
+        return "error" if exit_code is not None else "lost"
+    return "cancelled" if to is State.CANCELLED else None
+
+
+def _check_failure(values: dict[str, Any]) -> None:
+    failure = values.get("failure")
+    if failure is not None and failure not in FAILURES:
+        raise ValueError(f"failure must be one of {', '.join(FAILURES)}, got {failure!r}")
+
+
+# --------------------------------------------------------------------------- migrations
+def _run(db: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _first_schema(db: sqlite3.Connection) -> None:
+    """1: the first schema."""
+    _run(
+        db,
+        """
+        CREATE TABLE experiments (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            description TEXT,
+            tags TEXT NOT NULL,
+            settings TEXT NOT NULL,
+            main_path TEXT,
+            created_at REAL NOT NULL,
+            launched_at REAL,
+            ended_at REAL,
+            run_options TEXT,
+            driver_pid INTEGER,
+            driver_kind TEXT,
+            driver_heartbeat REAL
+        );
+        CREATE INDEX experiments_by_title ON experiments (title, created_at);
+        CREATE TABLE tasks (
+            experiment_id TEXT NOT NULL REFERENCES experiments (id),
+            id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            task TEXT NOT NULL,
+            executor TEXT NOT NULL,
+            dependencies TEXT NOT NULL,
+            plugins TEXT NOT NULL,
+            status TEXT NOT NULL,
+            paused_from TEXT,
+            reason TEXT,
+            exit_code INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            job_id TEXT,
+            handle TEXT,
+            start_time REAL,
+            end_time REAL,
+            rev INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (experiment_id, id)
+        );
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            experiment_id TEXT NOT NULL,
+            task_id TEXT,
+            ts REAL NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL
+        );
+        CREATE INDEX events_by_experiment ON events (experiment_id, seq);
+        CREATE TABLE metadata (
+            experiment_id TEXT NOT NULL REFERENCES experiments (id),
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (experiment_id, key)
+        );
+        CREATE TABLE artifacts (
+            experiment_id TEXT NOT NULL REFERENCES experiments (id),
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            description TEXT,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            store TEXT NOT NULL,
+            PRIMARY KEY (experiment_id, name)
+        );
+        CREATE TABLE config_versions (
+            experiment_id TEXT NOT NULL REFERENCES experiments (id),
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            config TEXT NOT NULL,
+            description TEXT,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (experiment_id, name, version)
+        );
+        """,
+    )
+
+
+def _driver_leases(db: sqlite3.Connection) -> None:
+    """2: driver leases (a fencing token: a driver that lost its lease can change nothing),
+    and a per-task clock for the experiment's timeout (a retry starts a new one)."""
+    _run(
+        db,
+        """
+        ALTER TABLE experiments ADD COLUMN driver_lease INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE tasks ADD COLUMN clock_start REAL;
+        """,
+    )
+
+
+def _attempts(db: sqlite3.Connection) -> None:
+    """3: attempts as records, and the failure kind of a task's latest attempt; what runyard
+    recorded before (the tasks rows, the state events) becomes the attempts' records."""
+    _run(
+        db,
+        """
+        CREATE TABLE attempts (
+            experiment_id TEXT NOT NULL REFERENCES experiments (id),
+            task_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            job_id TEXT,
+            start_time REAL,
+            end_time REAL,
+            exit_code INTEGER,
+            reason TEXT,
+            failure TEXT,
+            PRIMARY KEY (experiment_id, task_id, attempt)
+        );
+        ALTER TABLE tasks ADD COLUMN failure TEXT;
+        """,
+    )
+    _backfill_attempts(db)
+
+
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_first_schema, _driver_leases, _attempts]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+# --- migration 3: the attempts of a store written before them (schema 2) -----------------
+# Schema 2 kept one attempt's outcome per task, on its row, and a "state" event per change
+# ({"from", "to", "reason", "attempt": the task's attempt count after it}). What each wrote:
+# the launch (PENDING -> SUBMITTED, or -> RUNNING in direct mode) counted up the attempt; a
+# relaunch (a dead driver's launch, never run) counted it back down; the job's start and end
+# wrote start_time (and end_time, exit_code); a retry of an ended task (from a final state)
+# cleared them; a re-run (FAILED with retries left) went to PENDING with the reason
+# "retrying (attempt N of M failed: WHY)".
+_RETRYING = re.compile(r"retrying \(attempt \d+ of \d+ failed: (.*)\)", re.DOTALL)
+_EXIT_CODE = re.compile(r"exit code (-?\d+)")
+
+
+@attrs.define
+class _Told:
+    """An attempt as the state events of a schema-2 store tell it."""
+
+    status: State
+    start: float  # when it started running; else when its job was recorded; else its launch
+    reason: str | None = None
+    end: float | None = None
+    ran: bool = False  # its job was recorded (the task row's start_time was its then)
+    running: bool = False  # it was seen running
+    exit_code: int | None = None
+
+    def ended_by_its_job(self) -> bool:
+        """It ended with its job's outcome: the task row got its exit code then."""
+        return self.ran and self.status in (State.SUCCEEDED, State.FAILED) and self.reason != "timeout"
+
+
+def _old_failure(status: State, reason: str | None, exit_code: int | None) -> str | None:
+    """The failure kind of an attempt (or a task) recorded before schema 3, from its reason."""
+    reason = reason or ""
+    if reason == "timeout" and status in (State.CANCELLED, State.FAILED):
+        return "timeout"
+    if status is State.CANCELLED:
+        return "dependency" if reason.startswith("dependency") else "cancelled"
+    if status is State.FAILED:
+        return "error" if exit_code is not None or reason.startswith("launch failed") else "lost"
+    return None
+
+
+def _told(events: list[tuple[float, dict[str, Any]]]) -> dict[int, _Told]:
+    """A task's attempts, from its state events (oldest first)."""
+    told: dict[int, _Told] = {}
+    count = 0
+    for ts, data in events:
+        try:
+            before, to, number = State(data["from"]), State(data["to"]), data["attempt"]
+        except (KeyError, TypeError, ValueError):
+            continue  # not one runyard wrote: it tells nothing
+        if not isinstance(number, int):
+            continue
+        reason = data.get("reason") if isinstance(data.get("reason"), str) else None
+        if number > count:  # a launch: the next attempt
+            running = to is State.RUNNING
+            told[number] = _Told(to, ts, reason, ran=running, running=running)
+        elif number < count:  # a relaunch: that attempt never ran; it runs again as the same number
+            told.pop(count, None)
+        elif (a := told.get(number)) is not None and (
+            a.status.is_live or (before is State.CANCELLED and to.is_live)  # or an uncancel
+        ):
+            if not a.ran and (to is before or {before, to} & {State.RUNNING, State.PAUSED}):
+                a.ran, a.start = True, ts  # its job was recorded (or it ran)
+            if to is State.RUNNING and not a.running:
+                a.running, a.start = True, ts
+            a.status = State.FAILED if to is State.PENDING else to
+            a.reason = reason
+            if to is State.PENDING and reason and (match := _RETRYING.fullmatch(reason)):
+                a.reason = match.group(1)  # the attempt's own reason, as attempts record it now
+            a.end = ts if a.status in FINAL_STATES else None
+            code = _EXIT_CODE.fullmatch(a.reason or "")
+            a.exit_code = int(code.group(1)) if code and a.end is not None else None
+        count = number
+    return told
+
+
+def _backfill_attempts(db: sqlite3.Connection) -> None:
+    """One attempts row for each attempt a task ran, and the task row's failure; the task row
+    then describes its latest attempt only (schema 2 left the one before's end_time and
+    exit_code on a task that runs again; they go to that attempt's record)."""
+    events: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = {}
+    for experiment, task, ts, data in db.execute(
+        "SELECT experiment_id, task_id, ts, data FROM events WHERE kind = 'state' ORDER BY seq"
+    ):
+        with contextlib.suppress(TypeError, ValueError):
+            if isinstance(parsed := json.loads(data), dict) and isinstance(ts, (int, float)):
+                events.setdefault((experiment, task), []).append((ts, parsed))
+    tasks = db.execute(
+        "SELECT experiment_id, id, status, paused_from, attempts, job_id, start_time, end_time, exit_code,"
+        " reason FROM tasks"
+    ).fetchall()
+    for experiment, task, status, paused_from, count, job_id, start, end, exit_code, reason in tasks:
+        try:
+            status = State(status)
+        except ValueError:
+            continue  # a damaged row: reading it says so; nothing here to make of it
+        if not isinstance(count, int):
+            continue
+        told = _told(events.get((experiment, task), []))
+        told = {n: a for n, a in told.items() if 1 <= n <= count}
+        live = status in (State.SUBMITTED, State.RUNNING) or (
+            status is State.PAUSED and paused_from in (State.SUBMITTED.value, State.RUNNING.value)
+        )
+        latest = told.get(count)
+        if latest is None and count >= 1:  # no events of it: the task row is all there is
+            latest = told[count] = _Told(status if live or status in FINAL_STATES else State.FAILED,
+                                         start, reason, ran=True)  # fmt: skip
+        # the row's values are those of the newest attempt that wrote them (see above)
+        ran = [n for n, a in told.items() if a.ran]
+        ended = [n for n, a in told.items() if a.ended_by_its_job()]
+        if start is not None and ran:
+            told[max(ran)].start = start
+        if exit_code is not None and ended:
+            told[max(ended)].exit_code = exit_code
+        moved = bool(ended)
+        row_is_latest = latest is not None and latest.status is status
+        for n, a in sorted(told.items()):
+            own = n == count and row_is_latest
+            values = {
+                "experiment_id": experiment, "task_id": task, "attempt": n, "status": a.status.value,
+                "job_id": job_id if own else None, "start_time": a.start,
+                "end_time": (end if own else a.end) if a.status in FINAL_STATES else None,
+                "exit_code": a.exit_code if a.status in FINAL_STATES else None, "reason": a.reason,
+                "failure": _old_failure(a.status, a.reason, a.exit_code),
+            }  # fmt: skip
+            db.execute(
+                f"INSERT INTO attempts ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                tuple(values.values()),
+            )
+        failure = _old_failure(status, reason, exit_code) if status in FINAL_STATES else None
+        if live:  # what schema 2 left of the attempt before: not this one's
+            start = start if latest is not None and latest.ran else None
+            end = None
+            exit_code = None if moved else exit_code
+        db.execute(
+            "UPDATE tasks SET failure = ?, start_time = ?, end_time = ?, exit_code = ?"
+            " WHERE experiment_id = ? AND id = ?",
+            (failure, start, end, exit_code, experiment, task),
+        )
 
 
 # SQLite's primary result codes (Python 3.11+ gives them on its errors; older ones: the message)
@@ -440,10 +754,8 @@ class Store:
         with self.write() as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             current = self._schema_version(db)  # again: another process may have migrated it
-            for version in range(current, SCHEMA_VERSION):
-                for statement in _MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+            for migrate in _MIGRATIONS[current:]:
+                migrate(db)
             db.execute("DELETE FROM schema_version")
             db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
 
@@ -492,23 +804,22 @@ class Store:
         title: str,
         description: str | None,
         tags: list[str],
-        settings: dict[str, Any],
+        settings: Settings,
         metadata: dict[str, Any],
         main_path: str | None,
     ) -> None:
         with self.write() as db:
-            db.execute(
-                "INSERT INTO experiments (id, title, description, tags, settings, main_path,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (experiment_id, title, description, json.dumps(tags), json.dumps(settings),
-                 main_path, time.time()),
-            )  # fmt: skip
+            _insert(db, ExperimentRecord, {
+                "id": experiment_id, "title": title, "description": description, "tags": tags,
+                "settings": settings, "main_path": main_path, "created_at": time.time(),
+            })  # fmt: skip
             self._put_metadata(db, experiment_id, metadata)
             self._event(db, experiment_id, None, "created", {"title": title})
 
     def experiment(self, experiment_id: str) -> ExperimentRecord:
-        sql = f"SELECT {_EXP_COLUMNS} FROM experiments WHERE id = ?"
-        rows = self._read(sql, (experiment_id,), _experiment)
+        rows = self._read(
+            f"{_select(ExperimentRecord)} WHERE id = ?", (experiment_id,), _reader(ExperimentRecord)
+        )
         if not rows:
             raise UnknownExperimentError(
                 f"no experiment with id {experiment_id!r} in {self.home} "
@@ -518,10 +829,9 @@ class Store:
 
     def newest_with_title(self, title: str) -> ExperimentRecord:
         rows = self._read(
-            f"SELECT {_EXP_COLUMNS} FROM experiments WHERE title = ?"
-            " ORDER BY created_at DESC, id DESC LIMIT 1",
+            f"{_select(ExperimentRecord)} WHERE title = ? ORDER BY created_at DESC, id DESC LIMIT 1",
             (title,),
-            _experiment,
+            _reader(ExperimentRecord),
         )
         if not rows:
             raise UnknownExperimentError(
@@ -530,10 +840,10 @@ class Store:
         return rows[0]
 
     def experiments(self, limit: int | None = None) -> list[ExperimentRecord]:
-        sql = f"SELECT {_EXP_COLUMNS} FROM experiments ORDER BY created_at DESC, id DESC"
+        sql = f"{_select(ExperimentRecord)} ORDER BY created_at DESC, id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return self._read(sql, (), _experiment)
+        return self._read(sql, (), _reader(ExperimentRecord))
 
     def experiment_titles(self, title: str | None = None, limit: int | None = None) -> list[tuple[str, str]]:
         """``(id, title)`` of the experiments (with that title), newest first. The rows are not
@@ -543,8 +853,9 @@ class Store:
         return [(str(i), str(t)) for i, t in self._read(sql, () if title is None else (title,))]
 
     def task_states(self, experiment_id: str) -> list[State]:
-        sql = "SELECT experiment_id, id, status FROM tasks WHERE experiment_id = ?"
-        return self._read(sql, (experiment_id,), _task_state)
+        names = ("experiment_id", "id", "status")
+        sql = f"{_select(TaskRecord, names)} WHERE experiment_id = ?"
+        return self._read(sql, (experiment_id,), lambda row: _decoded(TaskRecord, row, names)["status"])
 
     def mark_launched(self, experiment_id: str, options: dict[str, Any]) -> bool:
         """Record the launch; False if it was launched before."""
@@ -568,16 +879,12 @@ class Store:
     def set_paths(self, experiment_id: str, main_path: str | None, python_path: list[str] | None) -> None:
         """Where task processes import targets from (a reproduced experiment keeps the original's)."""
         with self.write() as db:
-            (settings,) = db.execute(
-                "SELECT settings FROM experiments WHERE id = ?", (experiment_id,)
-            ).fetchone()
-            settings = _column(_EXP_DECODERS["settings"], settings, "settings", experiment_id)
+            names = ("id", "settings")
+            row = db.execute(f"{_select(ExperimentRecord, names)} WHERE id = ?", (experiment_id,)).fetchone()
+            settings = _decoded(ExperimentRecord, row, names)["settings"]
             if python_path is not None:
-                settings["python_path"] = python_path
-            db.execute(
-                "UPDATE experiments SET main_path = ?, settings = ? WHERE id = ?",
-                (main_path, json.dumps(settings), experiment_id),
-            )
+                settings.python_path = list(python_path)
+            _update(db, ExperimentRecord, {"main_path": main_path, "settings": settings}, id=experiment_id)
 
     def set_driver(self, experiment_id: str, pid: int | None, kind: str | None) -> None:
         with self.write() as db:
@@ -599,10 +906,11 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
-            if row[0] and row[0] != pid and row[1] and time.time() - row[1] < stale_after:
-                if pid_alive(row[0]):
+            holder, heartbeat, previous = row
+            if holder and holder != pid and heartbeat and time.time() - heartbeat < stale_after:
+                if pid_alive(holder):
                     return None
-            lease = int(row[2] or 0) + 1
+            lease = int(previous or 0) + 1
             db.execute(
                 "UPDATE experiments SET driver_pid = ?, driver_kind = ?, driver_heartbeat = ?,"
                 " driver_lease = ? WHERE id = ?",
@@ -661,20 +969,18 @@ class Store:
             ).fetchone()
             for i, (task_id, task, executor, deps, plugins) in enumerate(rows):
                 rev = self._event(db, experiment_id, task_id, "added", {"dependencies": deps})
-                db.execute(
-                    "INSERT INTO tasks (experiment_id, id, seq, task, executor, dependencies,"
-                    " plugins, status, rev) VALUES (?, ?, ?, ?, ?, ?, ?, 'PENDING', ?)",
-                    (experiment_id, task_id, seq + i, task, executor, json.dumps(deps),
-                     json.dumps(plugins), rev),
-                )  # fmt: skip
+                _insert(db, TaskRecord, {
+                    "experiment_id": experiment_id, "id": task_id, "seq": seq + i, "task": task,
+                    "executor": executor, "dependencies": deps, "plugins": plugins, "status": State.PENDING,
+                    "rev": rev,
+                })  # fmt: skip
 
     def tasks(self, experiment_id: str, since_rev: int = 0) -> list[TaskRecord]:
-        rows = self._read(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE experiment_id = ? AND rev > ? ORDER BY seq",
+        return self._read(
+            f"{_select(TaskRecord)} WHERE experiment_id = ? AND rev > ? ORDER BY seq",
             (experiment_id, since_rev),
-            _task,
+            _reader(TaskRecord),
         )
-        return rows
 
     def task_ids(self, experiment_id: str) -> list[str]:
         """The ids of the experiment's tasks, in add order (no row decoding: cheap)."""
@@ -687,76 +993,142 @@ class Store:
 
     def task(self, experiment_id: str, task_id: str) -> TaskRecord | None:
         rows = self._read(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE experiment_id = ? AND id = ?",
+            f"{_select(TaskRecord)} WHERE experiment_id = ? AND id = ?",
             (experiment_id, task_id),
-            _task,
+            _reader(TaskRecord),
         )
         return rows[0] if rows else None
+
+    def attempts(self, experiment_id: str, task_id: str) -> list[AttemptRecord]:
+        """The task's attempts, oldest first (none before its first launch)."""
+        return self._read(
+            f"{_select(AttemptRecord)} WHERE experiment_id = ? AND task_id = ? ORDER BY attempt",
+            (experiment_id, task_id),
+            _reader(AttemptRecord),
+        )
 
     def transition(
         self,
         experiment_id: str,
         task_id: str,
-        to: State,
+        event: Event,
+        to: State | None = None,
         *,
-        when: Sequence[State],
         attempt: int | None = None,
         lease: Lease | None = None,
+        attempt_fields: dict[str, Any] | None = None,
         **fields: Any,
     ) -> State | None:
-        """Set ``status = to`` (and ``fields``) if the task is in one of ``when`` (and at
-        ``attempt``, if given). Returns the state it was in (None: nothing changed).
-        Writes a state event. With ``lease``: only while that driver lease holds, else
-        LeaseLostError (and nothing changes)."""
+        """Move the task by ``event`` (to ``to``: one of the event's targets, see
+        ``states.TRANSITIONS``) and set ``fields`` (tasks columns), if it is in one of the
+        event's from-states (and at ``attempt``, if given). Returns the state it was in (None:
+        nothing changed). One transaction: the task row, its attempt's record (per the rule's
+        ``attempt``; ``attempt_fields`` override what it takes from the task row) and a state
+        event. The task's ``failure``, when ``to`` is final: ``fields["failure"]``, else the
+        rule's; else None. With ``lease``: only while that driver lease holds, else
+        LeaseLostError (and nothing changes). ValueError: a target the event cannot reach, or
+        a field that is not a column."""
+        event = Event(event)
+        sources, to = check_transition(event, to)
+        if TRANSITIONS[event].attempt == "open" and "attempts" not in fields:
+            raise ValueError(f"event {event} opens an attempt: say its number (attempts=N)")
+        if {"status", "rev"} & fields.keys():
+            raise ValueError("status and rev are the store's to set: give the event (and to)")
+        if unknown := sorted(set(attempt_fields or ()) - set(_ATTEMPT_FIELDS)):
+            raise ValueError(
+                f"attempt_fields may hold {', '.join(_ATTEMPT_FIELDS)}, not {', '.join(unknown)}"
+            )
+        _encoded(TaskRecord, fields)  # every field a column
+        _check_failure(fields)
+        _check_failure(attempt_fields or {})
         with self.write() as db:
             self._check_lease(db, experiment_id, lease)
-            return self._transition(db, experiment_id, task_id, to, when, attempt, fields)
+            return self._transition(db, experiment_id, task_id, event, to, sources, attempt, fields,
+                                    attempt_fields or {})  # fmt: skip
 
     def _transition(
         self,
         db: sqlite3.Connection,
         experiment_id: str,
         task_id: str,
+        event: Event,
         to: State,
-        when: Sequence[State],
+        sources: frozenset[State],
         attempt: int | None,
         fields: dict[str, Any],
+        attempt_fields: dict[str, Any],
     ) -> State | None:
-        row = db.execute(
-            "SELECT status, attempts FROM tasks WHERE experiment_id = ? AND id = ?",
-            (experiment_id, task_id),
-        ).fetchone()
-        if row is None or row[0] not in when or (attempt is not None and row[1] != attempt):
+        names = ("experiment_id", "id", "status", "attempts", *_ATTEMPT_FIELDS)
+        sql = f"{_select(TaskRecord, names)} WHERE experiment_id = ? AND id = ?"
+        row = db.execute(sql, (experiment_id, task_id)).fetchone()
+        if row is None:
             return None
+        now = _decoded(TaskRecord, row, names)
+        before, number = now["status"], now["attempts"]
+        if before not in sources or (attempt is not None and number != attempt):
+            return None
+        rule = TRANSITIONS[event]
+        values = dict(fields)
+        if rule.attempt == "open":  # the task row describes its latest attempt: this new one
+            values.update({k: None for k in _CLEARED_ON_LAUNCH if k not in fields})
+        task = {**now, **values}
+        outcome = values["failure"] if "failure" in values else _failure(rule, to, task["exit_code"])
+        task["failure"] = values["failure"] = outcome if to.is_final else None
         rev = self._event(
             db, experiment_id, task_id, "state",
-            {"from": row[0], "to": to.value, "reason": fields.get("reason"),
-             "attempt": fields.get("attempts", row[1])},
+            {"event": event.value, "from": before.value, "to": to.value, "reason": fields.get("reason"),
+             "attempt": task["attempts"]},
         )  # fmt: skip
-        values = {"status": to.value, "rev": rev}
-        for key, value in fields.items():
-            if key == "handle":
-                value = json.dumps(value) if value is not None else None
-            elif isinstance(value, State):
-                value = value.value
-            values[key] = value
-        sets = ", ".join(f"{k} = ?" for k in values)
-        db.execute(
-            f"UPDATE tasks SET {sets} WHERE experiment_id = ? AND id = ?",
-            (*values.values(), experiment_id, task_id),
-        )
-        return State(row[0])
+        _update(db, TaskRecord, {"status": to, "rev": rev, **values}, experiment_id=experiment_id, id=task_id)
+        key = {"experiment_id": experiment_id, "task_id": task_id}
+        copied = {k: task[k] for k in _ATTEMPT_FIELDS}
+        if rule.attempt == "open":
+            _insert(db, AttemptRecord, {**key, "attempt": task["attempts"], "status": to, **copied,
+                                        **attempt_fields}, replace=True)  # fmt: skip
+        elif rule.attempt == "drop":
+            db.execute(
+                "DELETE FROM attempts WHERE experiment_id = ? AND task_id = ? AND attempt = ?",
+                (experiment_id, task_id, number),
+            )
+        elif rule.attempt == "update":
+            self._update_attempt(db, {**key, "attempt": number}, to, copied, outcome, attempt_fields)
+        return before
+
+    @staticmethod
+    def _update_attempt(
+        db: sqlite3.Connection,
+        key: dict[str, Any],
+        to: State,
+        copied: dict[str, Any],
+        outcome: str | None,
+        attempt_fields: dict[str, Any],
+    ) -> None:
+        """The task's attempt takes the task's new state and fields, if it is live (or the task
+        goes back to its live job: an uncancel). Going to PENDING closes it (a re-run): FAILED."""
+        names = ("experiment_id", "task_id", "attempt", "status")
+        sql = f"{_select(AttemptRecord, names)} WHERE experiment_id = ? AND task_id = ? AND attempt = ?"
+        row = db.execute(sql, tuple(key.values())).fetchone()
+        if row is None:
+            return
+        status = _decoded(AttemptRecord, row, names)["status"]
+        if not (status.is_live or (to.is_live and copied["job_id"] is not None)):
+            return  # closed before: it stays as it ended
+        closed = to is State.PENDING
+        values = {"status": State.FAILED if closed else to, **copied, **attempt_fields}
+        if values["job_id"] is None:
+            del values["job_id"]  # the task is between jobs: the attempt keeps the one it ran as
+        if closed and values["failure"] is None:
+            values["failure"] = outcome
+        _update(db, AttemptRecord, values, **key)
 
     def reset_tasks(self, experiment_id: str, task_ids: Sequence[str]) -> None:
         """Put finished tasks back to PENDING (retry), all in one transaction."""
-        finals = [State.SUCCEEDED, State.FAILED, State.CANCELLED]
+        sources, to = check_transition(Event.RETRY)
+        cleared = {"reason": None, "exit_code": None, "job_id": None, "handle": None, "start_time": None,
+                   "end_time": None, "failure": None, "clock_start": time.time()}  # fmt: skip
         with self.write() as db:
             for task_id in task_ids:
-                self._transition(
-                    db, experiment_id, task_id, State.PENDING, finals, None,
-                    {"reason": None, "exit_code": None, "job_id": None, "handle": None,
-                     "start_time": None, "end_time": None, "clock_start": time.time()},
-                )  # fmt: skip
+                self._transition(db, experiment_id, task_id, Event.RETRY, to, sources, None, cleared, {})
             db.execute("UPDATE experiments SET ended_at = NULL WHERE id = ?", (experiment_id,))
 
     def events(self, experiment_id: str, since: int = 0) -> list[tuple[int, str | None, float, str, Any]]:
@@ -793,26 +1165,25 @@ class Store:
         return dict(rows)
 
     # --- artifacts -------------------------------------------------------------------------
+    _ARTIFACT_KEYS = ("name", "path", "description", "size", "sha256", "created_at", "store")
+
     def add_artifact(self, experiment_id: str, row: dict[str, Any]) -> None:
+        keys = self._ARTIFACT_KEYS
         with self.write() as db:
             db.execute(
-                "INSERT INTO artifacts (experiment_id, name, path, description, size, sha256,"
-                " created_at, store) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (experiment_id, name) DO UPDATE SET path = excluded.path,"
-                " description = excluded.description, size = excluded.size,"
-                " sha256 = excluded.sha256, created_at = excluded.created_at, store = excluded.store",
-                (experiment_id, row["name"], row["path"], row["description"], row["size"],
-                 row["sha256"], row["created_at"], row["store"]),
-            )  # fmt: skip
+                f"INSERT INTO artifacts (experiment_id, {', '.join(keys)}) VALUES (?{', ?' * len(keys)})"
+                " ON CONFLICT (experiment_id, name) DO UPDATE SET"
+                f" {', '.join(f'{k} = excluded.{k}' for k in keys[1:])}",
+                (experiment_id, *(row[k] for k in keys)),
+            )
             self._event(db, experiment_id, None, "artifact", {"name": row["name"]})
 
     def artifacts(self, experiment_id: str) -> list[dict[str, Any]]:
+        keys = self._ARTIFACT_KEYS
         rows = self._read(
-            "SELECT name, path, description, size, sha256, created_at, store FROM artifacts"
-            " WHERE experiment_id = ? ORDER BY created_at, name",
+            f"SELECT {', '.join(keys)} FROM artifacts WHERE experiment_id = ? ORDER BY created_at, name",
             (experiment_id,),
         )
-        keys = ("name", "path", "description", "size", "sha256", "created_at", "store")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # --- config versions -----------------------------------------------------------------------
@@ -824,7 +1195,8 @@ class Store:
                 (experiment_id, name),
             ).fetchone()
             db.execute(
-                "INSERT INTO config_versions VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO config_versions (experiment_id, name, version, config, description, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (experiment_id, name, version, config, description, time.time()),
             )
             self._event(db, experiment_id, None, "config_version", {"name": name, "version": version})

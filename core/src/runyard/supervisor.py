@@ -48,6 +48,8 @@ def start_supervisor(store: Store, experiment_id: str, wait: float = 60.0) -> in
         if code is not None:
             if record.driver_pid and pid_alive(record.driver_pid):
                 return record.driver_pid  # another driver took it first: fine
+            if code == 0 and _drove(store, experiment_id, proc.pid):
+                return proc.pid  # it drove the experiment to its end between two looks
             if disk_full(log_path):  # then its log says nothing, or not why
                 raise DiskFullError(
                     log_path,
@@ -60,6 +62,13 @@ def start_supervisor(store: Store, experiment_id: str, wait: float = 60.0) -> in
             )
         time.sleep(0.02)
     raise BackendError(f"the supervisor for {experiment_id} did not start within {wait}s; see {log_path}")
+
+
+def _drove(store: Store, experiment_id: str, pid: int) -> bool:
+    """Whether process ``pid`` claimed the experiment (the store's driver events say so)."""
+    return any(
+        kind == "driver" and data.get("pid") == pid for _, _, _, kind, data in store.events(experiment_id)
+    )
 
 
 def _tail(path: str, lines: int = 20) -> str:

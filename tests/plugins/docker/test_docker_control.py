@@ -5,6 +5,8 @@ that end behind runyard's back; and the clear errors of bad input."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -132,7 +134,15 @@ def test_stream_logs_follows_a_running_container_to_its_end(start: Start) -> Non
 # ----------------------------------------------------------------------------- behind runyard's back
 def test_a_container_removed_by_hand_is_failed_as_lost(start: Start) -> None:
     exp, container = start(run.Config(taskdefs.sleep_then_print, 60))
-    container.remove(force=True)
+    # the supervisor held still meanwhile, so that its next look finds the container gone (not
+    # killed and not yet removed: a moment of `docker rm -f` that the next test is about)
+    supervisor = exp.store.experiment(exp.experiment_id).driver_pid
+    assert supervisor
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        container.remove(force=True)
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
     assert exp.wait(timeout=60) == "FAILED"
     t = task(exp, "t")
     assert t.reason == f"lost: its container {t.job_id} is gone (removed by hand?) and left no result"

@@ -49,5 +49,7 @@ def ref(exp: run.Experiment, task_id: str, executor: run.LocalExecutor | None = 
     """The job of a task's current attempt, as a backend is given it."""
     record = exp.store.task(exp.id, task_id)
     assert record is not None and record.job_id is not None
-    return JobRef(record.job_id, record.handle, task(exp, task_id).local_directory, record.attempts,
-                  executor or run.LocalExecutor())  # fmt: skip
+    return JobRef(
+        experiment_id=exp.id, task_id=task_id, attempt=record.attempts, experiment_dir=exp.directory,
+        executor=executor or run.LocalExecutor(), job_id=record.job_id, handle=record.handle,
+    )  # fmt: skip

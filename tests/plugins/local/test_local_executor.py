@@ -157,7 +157,10 @@ def test_a_recycled_pid_is_not_taken_for_the_task(tmp_path: Path) -> None:
 
         def job(starttime: int) -> JobRef:
             handle = {"pid": stranger.pid, "starttime": starttime, "host": host}
-            return JobRef(str(stranger.pid), handle, str(tmp_path), 1, run.LocalExecutor())
+            return JobRef(
+                experiment_id="exp", task_id="task", attempt=1, experiment_dir=str(tmp_path),
+                executor=run.LocalExecutor(), job_id=str(stranger.pid), handle=handle,
+            )  # fmt: skip
 
         backend = LocalBackend()
         assert backend.poll([job(st[3])])[str(stranger.pid)].state == "RUNNING"  # same process

@@ -21,7 +21,7 @@ from _local_helpers import Start, alive, ref, session, stat, task
 from helpers import until
 from runyard.errors import BackendError
 from runyard.executor import JobRef, JobSpec, Launched
-from runyard.jobfiles import CLAIM, read_local_claim, runner_path
+from runyard.jobfiles import CLAIM, read_local_claim, runner_command
 from runyard_local.backend import LocalBackend
 
 
@@ -29,20 +29,24 @@ def _q(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def _spec(task_dir: Path, argv: list[str], launch: str | None = None) -> JobSpec:
-    """Attempt 1 of a Script job running ``argv``, launched as ``launch``."""
+def _spec(experiment_dir: Path, argv: list[str], launch: str | None = None) -> JobSpec:
+    """Attempt 1 of a Script job running ``argv`` (task ``task`` of an experiment kept in
+    ``experiment_dir``), launched as ``launch``."""
     env = {"RUNYARD_LAUNCH_ID": launch} if launch else {}
-    return JobSpec("exp", "task", 1, str(task_dir), run.LocalExecutor(), True, argv, env)
+    return JobSpec(
+        experiment_id="exp", task_id="task", attempt=1, experiment_dir=str(experiment_dir),
+        executor=run.LocalExecutor(), is_script=True, argv=argv, env=env,
+    )  # fmt: skip
 
 
 def _job(spec: JobSpec, launched: Launched) -> JobRef:
-    return JobRef(launched.job_id, launched.handle, spec.task_dir, spec.attempt, spec.executor)
+    return spec.ref(launched.job_id, launched.handle)
 
 
-def _by_hand(task_dir: Path, launch: str, *argv: str) -> subprocess.Popen[bytes]:
-    """A runner for attempt 1 started by hand, not through the backend."""
+def _by_hand(spec: JobSpec, launch: str) -> subprocess.Popen[bytes]:
+    """A runner for the attempt of ``spec`` started by hand as ``launch``, not through the backend."""
     return subprocess.Popen(
-        ["bash", runner_path("runner.sh"), str(task_dir), "1", *argv],
+        runner_command(spec, python=sys.executable),
         env={**os.environ, "RUNYARD_LAUNCH_ID": launch}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -288,7 +292,7 @@ def test_adopt_finds_the_runner_that_claimed_the_attempt_on_this_machine(
     backend = LocalBackend()
     assert backend.adopt(spec) is None  # nothing claimed it yet
 
-    runner = _by_hand(tmp_path / "task", "by-hand", "sleep", "600")
+    runner = _by_hand(spec, "by-hand")
     sessions.append(runner.pid)
     until(lambda: read_local_claim(spec.attempt_dir), "the runner's claim")
     launched = backend.adopt(spec)
@@ -311,11 +315,11 @@ def test_adopt_finds_the_runner_that_claimed_the_attempt_on_this_machine(
 def test_a_job_whose_attempt_another_launch_claimed_is_reported_with_that_claim(
     tmp_path: Path, sessions: list[int]
 ) -> None:
-    first = _by_hand(tmp_path, "first", "sleep", "600")
-    sessions.append(first.pid)
-    until(lambda: read_local_claim(f"{tmp_path}/attempt-1"), "the first runner's claim")
-    backend = LocalBackend()
     spec = _spec(tmp_path, ["sleep", "600"], launch="second")
+    first = _by_hand(spec, "first")
+    sessions.append(first.pid)
+    until(lambda: read_local_claim(spec.attempt_dir), "the first runner's claim")
+    backend = LocalBackend()
     job = _job(spec, backend.launch(spec))
     until(lambda: not alive(int(job.job_id)), "the second runner to exit")
 
@@ -334,7 +338,10 @@ def test_a_task_recorded_by_the_store_is_found_again_from_its_claim(
     exp, task_id = start(run.Script(inline="sleep 600"))
     job = ref(exp, task_id)
     sessions.append(int(job.job_id))
-    spec = JobSpec(exp.id, task_id, job.attempt, job.task_dir, run.LocalExecutor(), True, [], {})
+    spec = JobSpec(
+        experiment_id=exp.id, task_id=task_id, attempt=job.attempt, experiment_dir=job.experiment_dir,
+        executor=run.LocalExecutor(), is_script=True, argv=[], env={},
+    )  # fmt: skip
     until(lambda: read_local_claim(spec.attempt_dir), "the runner's claim")
 
     launched = LocalBackend().adopt(spec)

@@ -11,6 +11,7 @@ from typing import Any
 
 import helpers
 import runyard as run
+from runyard.executor import JobRef
 
 TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,6 +19,14 @@ TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 def until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
     """``helpers.until`` with this folder's longer default timeout (a container or a job takes time)."""
     return helpers.until(predicate, what, timeout, interval)
+
+
+def job_refs(exp: run.Experiment, executor: Any) -> list[JobRef]:
+    """The jobs of an experiment's tasks (their latest attempts) as a backend is given them."""
+    return [
+        JobRef(r.experiment_id, r.id, r.attempts, exp.directory, executor, r.job_id or "", r.handle)
+        for r in exp.store.tasks(exp.experiment_id)
+    ]
 
 
 @dataclass

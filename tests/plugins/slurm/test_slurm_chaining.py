@@ -90,10 +90,17 @@ def test_a_mixed_executor_dependency_is_not_chained(cluster: Cluster) -> None:
 
     here = cluster.executor()
     elsewhere = cluster.executor(tunnel=run.LocalTunnel(job_dir="/tmp/jobs"))
-    ref = JobRef("1", {}, "/h/experiments/e/tasks/a", 1, elsewhere)
-    spec = JobSpec("e", "b", 1, "/h/experiments/e/tasks/b", here, False, [], {})
 
-    assert not SlurmBackend().can_chain(spec, [ref])
-    assert SlurmBackend().can_chain(
-        spec, [JobRef("1", {}, "/h/experiments/e/tasks/a", 1, cluster.executor())]
-    )
+    def ref(executor: run.SlurmExecutor) -> JobRef:
+        return JobRef(
+            experiment_id="e", task_id="a", attempt=1, experiment_dir="/h/experiments/e",
+            executor=executor, job_id="1",
+        )  # fmt: skip
+
+    spec = JobSpec(
+        experiment_id="e", task_id="b", attempt=1, experiment_dir="/h/experiments/e", executor=here,
+        is_script=False, argv=[], env={},
+    )  # fmt: skip
+
+    assert not SlurmBackend().can_chain(spec, [ref(elsewhere)])
+    assert SlurmBackend().can_chain(spec, [ref(cluster.executor())])

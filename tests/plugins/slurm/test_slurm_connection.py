@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 import runyard as run
 import taskdefs
-from _slurm_helpers import Cluster, until
+from _slurm_helpers import Cluster, job_refs, until
 from runyard.errors import BackendError
 from runyard.plugins import plugin_manager
-from runyard.scheduler import job_ref
 from runyard_slurm.tunnel import close_sessions, session_for
 
 
@@ -265,7 +264,7 @@ def test_a_connection_lost_while_a_job_runs_never_fails_it(
     exp.run(detach=True)  # all on Slurm: no supervisor; reading .tasks polls from here
 
     backend = plugin_manager().backend("slurm")
-    refs = [job_ref(exp.store, t, exp.tasks[0].executor) for t in exp.store.tasks(exp.experiment_id)]
+    refs = job_refs(exp, exp.tasks[0].executor)
 
     relay.stop()
     time.sleep(backend.poll_interval())

@@ -76,7 +76,10 @@ def test_a_running_job_is_suspended_and_resumed(cluster: Cluster) -> None:
 def test_pausing_an_ended_job_is_a_clear_error(cluster: Cluster) -> None:
     exp = started(cluster, run.Config(taskdefs.hello))
     until(lambda: cluster.state(job_of(exp)) == "COMPLETED", "the job to end")
-    ref = JobRef(job_of(exp), {}, exp.store.task_dir(exp.experiment_id, "t"), 1, cluster.executor())
+    ref = JobRef(
+        experiment_id=exp.experiment_id, task_id="t", attempt=1, experiment_dir=exp.directory,
+        executor=cluster.executor(), job_id=job_of(exp),
+    )  # fmt: skip
 
     with pytest.raises(BackendError, match=f"cannot pause job {ref.job_id}: Slurm says it is COMPLETED"):
         SlurmBackend().pause(ref)
@@ -96,7 +99,10 @@ def test_a_cluster_that_refuses_suspend_is_a_clear_error(
 
     backend = SlurmBackend()
     monkeypatch.setattr(backend, "_session_of", lambda job: Refusing())
-    ref = JobRef("12", {}, "/h/experiments/e/tasks/t", 1, cluster.executor())
+    ref = JobRef(
+        experiment_id="e", task_id="t", attempt=1, experiment_dir="/h/experiments/e",
+        executor=cluster.executor(), job_id="12",
+    )  # fmt: skip
 
     with pytest.raises(BackendError, match=r"Access/permission denied.*operator or administrator rights"):
         backend.pause(ref)

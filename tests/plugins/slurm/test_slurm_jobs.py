@@ -168,7 +168,9 @@ def test_a_multi_process_task_runs_once_per_process_under_srun(cluster: Cluster)
 
 
 def test_a_failing_process_of_a_multi_process_task_fails_it(cluster: Cluster) -> None:
-    script = run.Script(inline='[ "$SLURM_PROCID" = 0 ] && sleep 30; exit 3')
+    # rank 0 is the sleep itself (exec): when srun ends the step, it dies of the signal, never
+    # reaching `exit 3` (the shell of a plain `sleep` may run it first: a race, not the point)
+    script = run.Script(inline='[ "$SLURM_PROCID" = 0 ] && exec sleep 30; exit 3')
 
     _, task = run_one(cluster, script, ntasks_per_node=2)
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import runyard as run
 import taskdefs
-from _slurm_helpers import Cluster, until
+from _slurm_helpers import Cluster, job_refs, until
 from runyard.executor import JobRef, JobStatus
 from runyard.plugins import plugin_manager
 from runyard.states import State
@@ -24,17 +24,17 @@ def launched(cluster: Cluster, tasks: list[object], **fields: object) -> tuple[r
     for i, task in enumerate(tasks):
         exp.add(task, executor=cluster.executor(array=False, **fields), name=f"t{i}")
     exp.run(detach=True)
-    from runyard.scheduler import job_ref
-
-    records = exp.store.tasks(exp.experiment_id)
-    refs = [job_ref(exp.store, r, cluster.executor(array=False, **fields)) for r in records]
+    refs = job_refs(exp, cluster.executor(array=False, **fields))
     assert all(r.job_id for r in refs)
     return exp, refs
 
 
 def forgotten_ref(cluster: Cluster, exp_id: str, job_id: str = "987654321") -> JobRef:
-    """A job id Slurm has never heard of, for a task folder of the experiment."""
-    return JobRef(job_id, {}, f"/h/experiments/{exp_id}/tasks/gone", 1, cluster.executor())
+    """A job id Slurm has never heard of, for a task of the experiment."""
+    return JobRef(
+        experiment_id=exp_id, task_id="gone", attempt=1, experiment_dir=f"/h/experiments/{exp_id}",
+        executor=cluster.executor(), job_id=job_id,
+    )  # fmt: skip
 
 
 def test_one_poll_of_many_jobs_is_one_command(cluster: Cluster) -> None:

@@ -26,10 +26,10 @@ def a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def job(env: dict[str, str] | None = None, argv: tuple[str, ...] = (), task_id: str = "train") -> JobFiles:
+    command = ("python3", "/j/runner/abc/runner.py", f"/j/exp/tasks/{task_id}", "1", *argv)
     return JobFiles(
-        task_id=task_id, attempt=1, task_dir=f"/j/exp/tasks/{task_id}", env=env or {},
-        program="python3", runner="/j/runner/abc/runner.py", argv=argv, cwd="/j/code/abc",
-    )  # fmt: skip
+        task_id=task_id, attempt=1, experiment_dir="/j/exp", env=env or {}, command=command, cwd="/j/code/abc"
+    )
 
 
 def render(executor: run.SlurmExecutor, jobs: list[JobFiles] | None = None, **kw: object) -> str:
@@ -117,7 +117,8 @@ def test_a_multi_process_task_runs_the_runner_under_srun() -> None:
 
     words = shlex.split(script.splitlines()[-1])
     assert words[:3] == ["exec", "srun", "--kill-on-bad-exit=1"]
-    assert words[-4:] == ["/j/exp/tasks/train", "python3", "/j/runner/abc/runner.py", "1"]
+    assert words[-5:] == ["runyard-rank", "python3", "/j/runner/abc/runner.py", "/j/exp/tasks/train", "1"]
+    assert words[3:6] == ["/bin/bash", "-c", sbatch.RANK_WRAPPER]
 
 
 def test_dependencies_are_afterok_and_kill_the_dependent_if_they_fail() -> None:
@@ -142,7 +143,7 @@ def test_a_group_becomes_one_array_script_with_a_branch_per_task() -> None:
 
 
 def test_a_percent_in_a_path_is_not_a_slurm_pattern() -> None:
-    odd = JobFiles("t", 1, "/j/100%/exp/tasks/t", {}, "python3", "/r/runner.py")
+    odd = JobFiles("t", 1, "/j/100%/exp", {}, ("python3", "/r/runner.py", "/j/100%/exp/tasks/t", "1"))
 
     assert (
         directives(render(run.SlurmExecutor(), [odd]))["output"]

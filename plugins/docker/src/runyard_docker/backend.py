@@ -45,11 +45,11 @@ from runyard_docker.client import connect, docker_host, engine_errors
 from runyard_docker.events import ExitWatcher
 from runyard_docker.executor import IMAGE_ENV, DockerExecutor
 from runyard_docker.staging import (
-    CONTAINER_TASK_JSON,
     CodeStager,
     container_pythonpath,
     container_task_json,
     stage_attempt,
+    task_json_path,
 )
 
 RUNNER_LOG = "runner.log"
@@ -120,22 +120,19 @@ class DockerBackend(Backend):
                 self._client = connect()
             return self._client
 
-    # --- the container spec ----------------------------------------------------------------
-    def container_spec(self, job: JobSpec, *, stage: bool) -> dict[str, Any]:
-        """``containers.create`` arguments for ``job``; with ``stage``, the host folders the
-        container mounts are made (code unpacked, attempt folder, container task.json)."""
+    # --- the container ---------------------------------------------------------------------
+    def prepare(self, job: JobSpec) -> specs.Container:
+        """The container ``launch`` creates for ``job``, and what it stages for it (packaged
+        here, unpacked and written only by ``launch``)."""
         executor = job.executor
         assert isinstance(executor, DockerExecutor)
-        code = self._code.code(job, executor, unpack=stage)
-        task_spec = container_task_json(job, code)
-        if stage:
-            task_json = stage_attempt(job, executor, task_spec)
-        else:
-            task_json = os.path.join(os.path.abspath(job.attempt_dir), CONTAINER_TASK_JSON)
+        code = self._code.code(job, executor)
+        task = container_task_json(job, code)
         pythonpath = container_pythonpath(code, os.environ.get("PYTHONPATH"), job.cwd)
-        return specs.container_spec(
-            job, executor, code=code, task_spec=task_spec, task_json=task_json, pythonpath=pythonpath
+        create = specs.container_spec(
+            job, executor, code=code, task_spec=task, task_json=task_json_path(job), pythonpath=pythonpath
         )
+        return specs.Container(create, code, task)
 
     # --- launch ---------------------------------------------------------------------------
     def launch_many(self, jobs: Sequence[JobSpec]) -> list[Launched | Exception]:
@@ -161,7 +158,11 @@ class DockerBackend(Backend):
             )
         client = self.client()
         self._ensure_image(client, executor.image)
-        spec = self.container_spec(job, stage=True)
+        container = self.prepare(job)
+        if container.code is not None:
+            self._code.unpack(container.code)
+        stage_attempt(job, executor, container.task)
+        spec = container.create
         self._watcher.start()  # subscribed before the container can end
         container_id = self._create(client, job, spec)
         import docker.errors
@@ -183,8 +184,6 @@ class DockerBackend(Backend):
             handle={
                 "container": container_id,
                 "name": spec.get("name"),
-                "experiment": job.experiment_id,
-                "task": job.task_id,
             },
             state=State.RUNNING,
         )
@@ -248,8 +247,6 @@ class DockerBackend(Backend):
         handle = {
             "container": container_id,
             "name": (rows[0].get("Names") or [None])[0] if rows else None,
-            "experiment": job.experiment_id,
-            "task": job.task_id,
             "launch": claim["launch"],
         }
         return Launched(job_id=_short(container_id), handle=handle, state=State.RUNNING)
@@ -266,11 +263,10 @@ class DockerBackend(Backend):
     def _poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
         self._watcher.drain()  # before listing, so a container that ends meanwhile wakes us again
         client = self.client()
-        experiments = {job.handle.get("experiment") for job in jobs}
         rows: dict[str, dict[str, Any]] = {}
         with engine_errors("cannot list runyard's containers"):
-            for experiment in experiments:
-                label = f"{specs.LABEL_EXPERIMENT}={experiment}" if experiment else specs.LABEL_TASK
+            for experiment in {job.experiment_id for job in jobs}:
+                label = f"{specs.LABEL_EXPERIMENT}={experiment}"
                 for row in client.api.containers(all=True, filters={"label": label}):
                     rows[row["Id"]] = row
         out: dict[str, JobStatus] = {}
@@ -458,7 +454,7 @@ class DockerBackend(Backend):
     def dry_run(self, job: JobSpec) -> str:
         executor = job.executor
         assert isinstance(executor, DockerExecutor)
-        spec = self.container_spec(job, stage=False)
+        spec = self.prepare(job).create
         lines = [
             f"docker: would create and start this container for task {job.task_id}"
             f" on the engine at {docker_host()} (containers.create arguments):",

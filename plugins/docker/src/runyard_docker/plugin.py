@@ -7,7 +7,7 @@ when a task is launched or looked at.
 from __future__ import annotations
 
 from runyard.hookspecs import hookimpl
-from runyard.plugins import ExecutorRegistry
+from runyard.registries import ExecutorRegistry
 
 
 @hookimpl

@@ -15,17 +15,18 @@ import json
 import os
 from typing import Any
 
+import attrs
 from runyard.executor import JobSpec
-from runyard.jobfiles import runner_path
+from runyard.jobfiles import runner_command, runner_path
 from runyard.redact import masked
-from runyard.runner import script_argv
 
 from runyard_docker.executor import DockerExecutor
 from runyard_docker.staging import CODE_DIR, Code
 
 TASK_DIR = "/runyard/task"
-RUNNER_PY = "/runyard/runner.py"
-RUNNER_SH = "/runyard/runner.sh"
+RUNNERS = "/runyard"
+RUNNER_PY = f"{RUNNERS}/runner.py"
+RUNNER_SH = f"{RUNNERS}/runner.sh"
 
 LABEL_EXPERIMENT = "runyard.experiment"
 LABEL_TASK = "runyard.task"
@@ -35,6 +36,17 @@ LABEL_LAUNCH = "runyard.launch"  # the driver's launch id (adoption after a driv
 # Script entrypoints that mean bash is in the image: such tasks run under runner.sh (no
 # Python start); any other Script runs under runner.py, which needs only python3
 BASH = ("bash", "/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash")
+
+
+@attrs.frozen
+class Container:
+    """What ``DockerBackend.launch`` makes for one attempt (its ``prepare``): ``create``, the
+    arguments of ``containers.create``, and what it stages on the host first: the code to
+    unpack (mounted at ``/runyard/code``) and the container's ``task.json``."""
+
+    create: dict[str, Any]
+    code: Code | None
+    task: dict[str, Any]
 
 
 def labels(job: JobSpec) -> dict[str, str]:
@@ -53,9 +65,10 @@ def container_name(job: JobSpec) -> str:
 def command(job: JobSpec, executor: DockerExecutor, task_spec: dict[str, Any]) -> list[str]:
     """The in-job runner's command line in the container."""
     task = task_spec.get("task")
-    if job.is_script and isinstance(task, dict) and task.get("entrypoint") in BASH:
-        return ["bash", RUNNER_SH, TASK_DIR, str(job.attempt), *script_argv(task)]
-    return [executor.python, RUNNER_PY, TASK_DIR, str(job.attempt)]
+    bash = isinstance(task, dict) and task.get("entrypoint") in BASH
+    return runner_command(
+        job, python=executor.python, runner_dir=RUNNERS, task_dir=TASK_DIR, task=task_spec, bash=bash
+    )
 
 
 def bind(source: str, target: str, read_only: bool) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 from runyard.executor import JobSpec
-from runyard.jobfiles import relocated_task_json
+from runyard.jobfiles import relocated_task
 from runyard.packaging import CodePackage, package_code
 
 from runyard_docker.executor import DockerExecutor
@@ -46,37 +46,34 @@ class Code:
         return CODE_DIR if rel in ("", os.curdir) else f"{CODE_DIR}/{rel.replace(os.sep, '/')}"
 
 
-def experiment_dir(task_dir: str) -> str:
-    """``<home>/experiments/<id>`` from ``<home>/experiments/<id>/tasks/<task>``."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(task_dir)))
-
-
 class CodeStager:
-    """Packages and unpacks the user's code once per (experiment, code, cwd) per process;
-    an unpacked version already on disk (another process did it) is reused."""
+    """Packages the user's code once per (experiment, code, cwd) per process, and unpacks
+    each version once; an unpacked version already on disk (another process did it) is reused."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str | None, str], Code | None] = {}
         self._unpacked: set[str] = set()
         self._lock = threading.Lock()
 
-    def code(self, job: JobSpec, executor: DockerExecutor, *, unpack: bool = True) -> Code | None:
-        """The experiment's code (None: nothing to ship); ``unpack=False`` (a dry run) only
-        packages it."""
+    def code(self, job: JobSpec, executor: DockerExecutor) -> Code | None:
+        """The experiment's code, packaged (None: nothing to ship)."""
         cwd = job.cwd or os.getcwd()
         key = (job.experiment_id, executor.code, cwd)
         with self._lock:
             if key not in self._cache:
-                root = os.path.join(experiment_dir(job.task_dir), "code")
+                root = os.path.join(os.path.abspath(job.experiment_dir), "code")
                 package = package_code(executor.code, cwd, root)
                 self._cache[key] = (
                     None if package is None else Code(package, os.path.join(root, package.sha256[:16]))
                 )
-            code = self._cache[key]
-            if code is not None and unpack and code.host_dir not in self._unpacked:
+            return self._cache[key]
+
+    def unpack(self, code: Code) -> None:
+        """Unpack ``code`` into its host folder, unless that was done already."""
+        with self._lock:
+            if code.host_dir not in self._unpacked:
                 _unpack(code.package, code.host_dir)
                 self._unpacked.add(code.host_dir)
-            return code
 
 
 def _unpack(package: CodePackage, dest: str) -> None:
@@ -103,10 +100,12 @@ def container_task_json(job: JobSpec, code: Code | None) -> dict[str, Any]:
     """The task's ``task.json`` as the container must see it: import paths, the launching
     script and a Script's file moved into the code folder (paths outside it are kept)."""
     package = code.package if code is not None else None
-    spec: dict[str, Any] = json.loads(
-        relocated_task_json(job.task_dir, package, CODE_DIR if package else None)
-    )
-    return spec
+    return relocated_task(job.task_dir, package, CODE_DIR if package else None)
+
+
+def task_json_path(job: JobSpec) -> str:
+    """The host file that holds the container's task.json (in the attempt folder)."""
+    return os.path.join(os.path.abspath(job.attempt_dir), CONTAINER_TASK_JSON)
 
 
 def container_pythonpath(code: Code | None, env_pythonpath: str | None, cwd: str | None) -> list[str]:
@@ -128,17 +127,15 @@ def container_pythonpath(code: Code | None, env_pythonpath: str | None, cwd: str
 _NUMERIC_USER = re.compile(r"([0-9]+)(?::([0-9]+))?")
 
 
-def stage_attempt(job: JobSpec, executor: DockerExecutor, spec: dict[str, object]) -> str:
-    """Create the attempt folder and write the container's task.json into it; returns that
-    file's host path. When runyard runs as root and ``user`` is a numeric ``uid[:gid]``,
-    the attempt folder is given to that user so the runner can write into it."""
+def stage_attempt(job: JobSpec, executor: DockerExecutor, spec: dict[str, Any]) -> None:
+    """Create the attempt folder and write the container's task.json into it
+    (:func:`task_json_path`). When runyard runs as root and ``user`` is a numeric
+    ``uid[:gid]``, the attempt folder is given to that user so the runner can write into it."""
     os.makedirs(job.attempt_dir, exist_ok=True)
-    path = os.path.join(job.attempt_dir, CONTAINER_TASK_JSON)
-    with open(path, "w") as f:
+    with open(task_json_path(job), "w") as f:
         json.dump(spec, f)
     match = _NUMERIC_USER.fullmatch(executor.user or "")
     if match and hasattr(os, "geteuid") and os.geteuid() == 0:
         uid = int(match.group(1))
         gid = int(match.group(2)) if match.group(2) else uid
         os.chown(job.attempt_dir, uid, gid)
-    return path

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import shlex
 import signal
 import socket
 import subprocess
@@ -38,6 +39,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
+import attrs
 from runyard.errors import BackendError
 from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
 from runyard.jobfiles import (
@@ -45,10 +47,11 @@ from runyard.jobfiles import (
     claimed_by_other,
     read_local_claim,
     read_local_result,
-    runner_path,
+    runner_command,
     status_of_ended_job,
     superseded_status,
 )
+from runyard.redact import masked
 from runyard.states import State
 
 from runyard_local.executor import LocalExecutor
@@ -56,6 +59,16 @@ from runyard_local.executor import LocalExecutor
 ENDED = "ended"  # the runner has exited (gone or a zombie): its session may hold leftovers
 RECYCLED = "recycled"  # the runner's pid belongs to another process now: nothing of it is left
 KILL_ROUNDS = 100  # at most this many scans (10 ms apart) until a session's leftovers are gone
+
+
+@attrs.frozen
+class Command:
+    """What ``LocalBackend.launch`` starts: ``argv`` (the runner's, through ``command``),
+    ``env`` (added to this process's environment) and ``cwd`` (None: this process's)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None
 
 
 def _stat(pid: int) -> tuple[str, int, int, int] | None:
@@ -125,31 +138,29 @@ class LocalBackend(Backend):
         self._pidfds: dict[int, int] = {}
         self._unwatched = True  # some live job has no pidfd: poll often
         self._lock = threading.Lock()
-        self._runner_py = runner_path("runner.py")
-        self._runner_sh = runner_path("runner.sh")
         self._host = socket.gethostname()
 
     # --- launch ---------------------------------------------------------------------------
-    def _launch(self, job: JobSpec) -> Launched:
+    def prepare(self, job: JobSpec) -> Command:
+        """The runner's command line, the variables added to this process's environment, and
+        the working directory (None: this process's, when ``job.cwd`` is not a folder here)."""
         executor = job.executor
         assert isinstance(executor, LocalExecutor)
-        os.makedirs(job.attempt_dir, exist_ok=True)
-        env = dict(os.environ)
-        env.update(job.env)
-        if job.is_script:
-            argv = ["bash", self._runner_sh, job.task_dir, str(job.attempt), *job.argv]
-        else:
-            argv = [executor.python or sys.executable, self._runner_py, job.task_dir, str(job.attempt)]
-        argv = self.command(job, argv)
+        argv = self.command(job, runner_command(job, python=executor.python or sys.executable))
         cwd = job.cwd if job.cwd and os.path.isdir(job.cwd) else None
+        return Command(argv, dict(job.env), cwd)
+
+    def _launch(self, job: JobSpec) -> Launched:
+        command = self.prepare(job)
+        os.makedirs(job.attempt_dir, exist_ok=True)
         try:
             with open(os.path.join(job.attempt_dir, "runner.log"), "ab") as log:
                 proc = subprocess.Popen(
-                    argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True,
+                    command.argv, cwd=command.cwd, env={**os.environ, **command.env},
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
         except OSError as exc:
-            raise BackendError(f"cannot start {argv[0]!r}: {exc}") from None
+            raise BackendError(f"cannot start {command.argv[0]!r}: {exc}") from None
         try:
             stat = _stat(proc.pid)
         except BackendError:
@@ -347,8 +358,14 @@ class LocalBackend(Backend):
         return 0.1 if self._unwatched else 1.0
 
     def dry_run(self, job: JobSpec) -> str:
-        what = " ".join(job.argv) if job.is_script else "the Python runner"
-        return f"local: would run {what} for task {job.task_id} in a new session"
+        command = self.prepare(job)
+        lines = [f"local: would start this command for task {job.task_id}, in a new session", ""]
+        lines.append(f"command: {shlex.join(command.argv)}")
+        lines.append("cwd: " + (command.cwd or "(the driver's)"))
+        lines.append("env (added to the driver's):")
+        env = masked(command.env)
+        lines += [f"  {name}={shlex.quote(env[name])}" for name in sorted(env)]
+        return "\n".join(lines)
 
     def _close(self) -> None:
         for fd in self._pidfds.values():

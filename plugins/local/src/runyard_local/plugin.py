@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runyard.hookspecs import hookimpl
-from runyard.plugins import ExecutorRegistry
+from runyard.registries import ExecutorRegistry
 
 
 @hookimpl

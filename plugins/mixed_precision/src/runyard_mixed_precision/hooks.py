@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from runyard.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from runyard.plugins import TaskSpec
+    from runyard.registries import TaskSpec
 
 ENV = "RUNYARD_MIXED_PRECISION"
 

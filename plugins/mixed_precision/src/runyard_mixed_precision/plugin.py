@@ -8,14 +8,15 @@ mixed-precision training wants to the task's executor, whatever its kind.
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 from typing import Any
 
 import attrs
+from runyard import Plugin
 from runyard.config import Script, target_name, walk_configs
 from runyard.errors import ConfigError
 from runyard.executor import Executor
-from runyard.experiment import Plugin
 
 #: Precision names PyTorch Lightning (and Fabric) accept, the long forms first.
 PRECISIONS = (
@@ -118,5 +119,15 @@ class MixedPrecisionPlugin(Plugin):
 
     def _warn(self, message: str) -> None:
         if self.warn_if_unused:
-            # stacklevel 4: this method, modify_task, Experiment.add, the caller of add()
-            warnings.warn(f"MixedPrecisionPlugin: {message}", NoPrecisionWarning, stacklevel=4)
+            warnings.warn(f"MixedPrecisionPlugin: {message}", NoPrecisionWarning, stacklevel=_callers_level())
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` of the first frame outside runyard and this plugin, for a warning
+    given from their code: it points at the user's ``add()``, however deep core calls us."""
+    level, frame = 2, sys._getframe(2)  # the frame of _warn's caller
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+        "runyard", "runyard_mixed_precision",
+    ):  # fmt: skip
+        level, frame = level + 1, frame.f_back
+    return level

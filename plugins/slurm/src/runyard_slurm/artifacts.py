@@ -20,12 +20,11 @@ The SHA-256 of a folder is over its files' relative paths and SHA-256s, in sorte
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shlex
 from urllib.parse import urlsplit
 
-from runyard.artifacts import Artifact, ArtifactStore, StoredFile, file_sha256, folder_entry
+from runyard.artifacts import Artifact, ArtifactStore, ExperimentInfo, StoredFile, file_sha256, folder_entry
 from runyard.errors import ArtifactError, BackendError
 
 from runyard_slurm.config import load_defaults
@@ -54,25 +53,13 @@ def _tunnel_for_address(address: str) -> tuple[SSHTunnel | LocalTunnel, str]:
                      trust_new_host=d.trust_new_host), parts.path  # fmt: skip
 
 
-def _experiment_tunnel(experiment_dir: str) -> SSHTunnel | LocalTunnel:
+def _experiment_tunnel(experiment: ExperimentInfo) -> SSHTunnel | LocalTunnel:
     """The cluster the experiment's Slurm tasks ran on, if exactly one; else the default."""
-    from runyard import serialization
-    from runyard.store import open_store
-
-    home = os.path.dirname(os.path.dirname(experiment_dir))
-    experiment_id = os.path.basename(experiment_dir)
-    tunnels: dict[str, SSHTunnel | LocalTunnel] = {}
-    try:
-        tasks = open_store(home).tasks(experiment_id)
-    except Exception:  # an experiment folder the store does not know: use the default
-        tasks = []
-    for task in tasks:
-        data = json.loads(task.executor)
-        if data.get("kind") != "slurm":
-            continue
-        executor = serialization.structure_executor(data)
-        if isinstance(executor, SlurmExecutor) and executor.tunnel is not None:
-            tunnels[executor.tunnel.cluster()] = executor.tunnel
+    tunnels = {
+        e.tunnel.cluster(): e.tunnel
+        for e in experiment.executors
+        if isinstance(e, SlurmExecutor) and e.tunnel is not None
+    }
     return next(iter(tunnels.values())) if len(tunnels) == 1 else default_tunnel()
 
 
@@ -109,17 +96,17 @@ class SlurmArtifactStore(ArtifactStore):
 
     name = "slurm"
 
-    def put(self, experiment_dir: str, name: str, path: str) -> StoredFile:
+    def put(self, experiment: ExperimentInfo, name: str, path: str) -> StoredFile:
         try:
             if path.startswith("ssh://"):
                 tunnel, remote = _tunnel_for_address(path)
             else:
-                tunnel = _experiment_tunnel(experiment_dir)
+                tunnel = _experiment_tunnel(experiment)
                 remote = path
             session = session_for(tunnel)
             if not remote.startswith("/"):
                 where = layout(session, tunnel)
-                remote = f"{where.experiment_dir(os.path.basename(experiment_dir))}/{remote}"
+                remote = f"{where.experiment_dir(experiment.id)}/{remote}"
             remote = os.path.normpath(remote)
             size, sha, _ = _digest(session, remote, name)
         except BackendError as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shlex
 import tarfile
@@ -26,6 +27,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 from runyard.errors import BackendError
 from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
 from runyard.jobfiles import (
@@ -36,7 +38,8 @@ from runyard.jobfiles import (
     heartbeat_is_stale,
     parse_claim,
     parse_result,
-    relocated_task_json,
+    relocated_task,
+    runner_command,
     runner_path,
     superseded_status,
 )
@@ -46,7 +49,7 @@ from runyard.states import State
 from runyard_slurm import sbatch, status
 from runyard_slurm.config import load_defaults
 from runyard_slurm.executor import LocalTunnel, SlurmExecutor, SSHTunnel, default_tunnel
-from runyard_slurm.layout import Layout, layout, split_task_dir
+from runyard_slurm.layout import Layout, attempt_dir_of, layout
 from runyard_slurm.tunnel import Session, pool_key, session_for
 
 POLL_MIN = 0.5  # seconds between polls right after something changed
@@ -104,6 +107,35 @@ class _Tar:
     def bytes(self) -> bytes:
         self.tar.close()
         return self.buffer.getvalue()
+
+
+@attrs.frozen
+class Submission:
+    """What ``SlurmBackend.launch`` submits for one job (its ``prepare``); every path is on the
+    cluster, the job folder resolved there as launch resolves it (``~`` is the remote home)."""
+
+    executor: SlurmExecutor
+    experiment_id: str
+    where: Layout
+    files: sbatch.JobFiles
+    task: dict[str, Any]  # the task.json the job reads (paths moved into the shipped code)
+    package: CodePackage | None  # the code shipped into ``code_root``, if any
+    after: tuple[str, ...] = ()  # job ids it starts after (``--dependency=afterok``)
+
+    @property
+    def code_root(self) -> str | None:
+        return self.where.code_dir(self.package.sha256) if self.package is not None else None
+
+    @property
+    def script_path(self) -> str:
+        return f"{self.files.attempt_dir}/job.sh"
+
+    def script(self, *, show_secrets: bool = True) -> str:
+        """The sbatch script of this job alone; ``show_secrets=False`` masks secret values."""
+        return sbatch.render(
+            self.executor, [self.files], experiment_id=self.experiment_id, after=self.after,
+            output_dir=self.where.output_dir(self.experiment_id), show_secrets=show_secrets,
+        )  # fmt: skip
 
 
 class SlurmBackend(Backend):
@@ -181,9 +213,10 @@ class SlurmBackend(Backend):
         key = (job.experiment_id, executor.code, job.cwd)
         with self._lock:
             if key not in self._packages:
-                experiment_dir = os.path.dirname(os.path.dirname(job.task_dir))
                 cwd = job.cwd or os.getcwd()
-                self._packages[key] = package_code(executor.code, cwd, os.path.join(experiment_dir, "code"))
+                self._packages[key] = package_code(
+                    executor.code, cwd, os.path.join(job.experiment_dir, "code")
+                )
             return self._packages[key]
 
     def _ship_code(self, session: Session, where: Layout, package: CodePackage, experiment_id: str) -> str:
@@ -204,38 +237,35 @@ class SlurmBackend(Backend):
         self._present.add((id(session), experiment_id, marker))
         return root
 
-    def _job_files(
-        self, job: JobSpec, where: Layout, runner_dir: str, session: Session
-    ) -> tuple[sbatch.JobFiles, bytes]:
+    def prepare(self, job: JobSpec) -> Submission:
+        """The job's sbatch script and files, as ``launch`` submits them (nothing is sent;
+        the cluster is asked for its home folder when the job folder is relative to it)."""
+        return self._prepare(job, self._where(job.executor)[1])
+
+    def _prepare(self, job: JobSpec, where: Layout) -> Submission:
         executor = job.executor
         assert isinstance(executor, SlurmExecutor)
         package = self._package(job)
-        code_root = (
-            self._ship_code(session, where, package, job.experiment_id) if package is not None else None
+        code_root = where.code_dir(package.sha256) if package is not None else None
+        task = relocated_task(job.task_dir, package, code_root)
+        task_dir = where.task_dir(job.experiment_id, job.task_id)
+        command = runner_command(
+            job,
+            python=executor.python,
+            runner_dir=where.runner_dir(self._runner_sha),
+            task_dir=task_dir,
+            task=task,
         )
-        experiment_id, task_id = split_task_dir(job.task_dir)
-        task_dir = where.task_dir(experiment_id, task_id)
-        env = dict(job.env)
-        env["RUNYARD_TASK_DIR"] = task_dir  # the task's folder where it runs
         if package is not None and code_root is not None:
             cwd: str | None = package.relocate(os.path.join(package.root, package.cwd), code_root)
         else:
             cwd = job.cwd
-        argv = list(job.argv)
-        if (
-            job.is_script
-            and package is not None
-            and code_root is not None
-            and len(argv) > 1
-            and os.path.isabs(argv[1])
-        ):
-            argv[1] = package.relocate(argv[1], code_root)  # Script(path=...): the shipped copy
-        if job.is_script:
-            program, runner = "bash", f"{runner_dir}/runner.sh"
-        else:
-            program, runner = executor.python, f"{runner_dir}/runner.py"
-        files = sbatch.JobFiles(task_id, job.attempt, task_dir, env, program, runner, tuple(argv), cwd)
-        return files, relocated_task_json(job.task_dir, package, code_root)
+        env = dict(job.env, RUNYARD_TASK_DIR=task_dir)  # the task's folder where it runs
+        files = sbatch.JobFiles(
+            job.task_id, job.attempt, where.experiment_dir(job.experiment_id), env, tuple(command), cwd
+        )
+        after = tuple(r.job_id for r in job.after)
+        return Submission(executor, job.experiment_id, where, files, task, package, after)
 
     def _submit(self, jobs: Sequence[JobSpec]) -> list[Launched | Exception]:
         session, where = self._where(jobs[0].executor)
@@ -248,51 +278,49 @@ class SlurmBackend(Backend):
         self._present.add(shipped)
 
         results: list[Launched | Exception | None] = [None] * len(jobs)
-        prepared: list[tuple[int, sbatch.JobFiles]] = []
+        prepared: list[tuple[int, Submission]] = []
         for index, job in enumerate(jobs):
             try:
-                files, task_json = self._job_files(job, where, runner_dir, session)
+                submission = self._prepare(job, where)
+                if submission.package is not None:
+                    self._ship_code(session, where, submission.package, job.experiment_id)
             except Exception as exc:
                 results[index] = (
                     exc if isinstance(exc, BackendError) else BackendError(f"{type(exc).__name__}: {exc}")
                 )
                 continue
-            tar.add(where.relative(f"{files.task_dir}/task.json"), task_json)
-            tar.add_dir(where.relative(files.attempt_dir))
-            prepared.append((index, files))
+            tar.add(
+                where.relative(f"{submission.files.task_dir}/task.json"), json.dumps(submission.task).encode()
+            )
+            tar.add_dir(where.relative(submission.files.attempt_dir))
+            prepared.append((index, submission))
 
         # one script per job, or per group of identical executors with the same dependencies
-        groups: list[list[tuple[int, sbatch.JobFiles]]] = []
-        for index, files in prepared:
-            job = jobs[index]
+        groups: list[list[tuple[int, Submission]]] = []
+        for index, submission in prepared:
             for group in groups:
-                first = jobs[group[0][0]]
+                first = group[0][1]
                 if (
-                    job.executor.array  # type: ignore[attr-defined]
-                    and first.executor == job.executor
-                    and [r.job_id for r in first.after] == [r.job_id for r in job.after]
+                    submission.executor.array
+                    and first.executor == submission.executor
+                    and first.after == submission.after
                 ):
-                    group.append((index, files))
+                    group.append((index, submission))
                     break
             else:
-                groups.append([(index, files)])
+                groups.append([(index, submission)])
         scripts: list[str] = []
         for group in groups:
-            job = jobs[group[0][0]]
-            executor = job.executor
-            assert isinstance(executor, SlurmExecutor)
-            after = [r.job_id for r in job.after]
-            output_dir = where.output_dir(job.experiment_id)
-            members = [f for _, f in group]
+            first = group[0][1]
             try:
                 if len(group) > 1:
-                    text = sbatch.render(executor, members, experiment_id=job.experiment_id, after=after,
-                                         output_dir=output_dir, array=True)  # fmt: skip
-                    script = f"{output_dir}/array-{uuid.uuid4().hex[:12]}.sh"
+                    text = sbatch.render(
+                        first.executor, [s.files for _, s in group], experiment_id=first.experiment_id,
+                        after=first.after, output_dir=where.output_dir(first.experiment_id), array=True,
+                    )  # fmt: skip
+                    script = f"{where.output_dir(first.experiment_id)}/array-{uuid.uuid4().hex[:12]}.sh"
                 else:
-                    text = sbatch.render(executor, members, experiment_id=job.experiment_id, after=after,
-                                         output_dir=output_dir)  # fmt: skip
-                    script = f"{members[0].attempt_dir}/job.sh"
+                    text, script = first.script(), first.script_path
             except BackendError as exc:
                 for index, _ in group:
                     results[index] = exc
@@ -314,7 +342,7 @@ class SlurmBackend(Backend):
                 if not script:
                     continue
                 answer = by_script[script]
-                for position, (index, files) in enumerate(group):
+                for position, (index, _) in enumerate(group):
                     if answer.job_id is None:
                         results[index] = BackendError(answer.error or "sbatch refused the job")
                         continue
@@ -322,7 +350,7 @@ class SlurmBackend(Backend):
                     job_id = f"{answer.job_id}_{position}" if array else answer.job_id
                     handle = {
                         "cluster": tunnel_of(jobs[index].executor).cluster(),
-                        "dir": files.task_dir,
+                        "job_dir": where.job_dir,
                         "array": answer.job_id if array else None,
                     }
                     results[index] = Launched(job_id=job_id, handle=handle, state=State.SUBMITTED)
@@ -331,16 +359,14 @@ class SlurmBackend(Backend):
     def adopt(self, job: JobSpec) -> Launched | None:
         """The Slurm job whose runner claimed this attempt (its claim names the job id)."""
         session, where = self._where(job.executor)
-        experiment_id, task_id = split_task_dir(job.task_dir)
-        task_dir = where.task_dir(experiment_id, task_id)
-        claim = _claim(session, f"{task_dir}/attempt-{job.attempt}")
+        claim = _claim(session, where.attempt_dir(job.experiment_id, job.task_id, job.attempt))
         if not claim or not claim.get("slurm_job_id"):
             return None
         array, index = claim.get("slurm_array_job_id"), claim.get("slurm_array_task_id")
         job_id = f"{array}_{index}" if array and index is not None else str(claim["slurm_job_id"])
         handle = {
             "cluster": tunnel_of(job.executor).cluster(),
-            "dir": task_dir,
+            "job_dir": where.job_dir,
             "array": str(array) if array else None,
             "launch": claim.get("launch"),
         }
@@ -390,7 +416,7 @@ class SlurmBackend(Backend):
         out: dict[str, JobStatus] = {}
         for ref in refs:
             job = known.get(ref.job_id)
-            attempt_dir = self._attempt_dir(where, ref)
+            attempt_dir = attempt_dir_of(ref, where)
             result = None
             if job is None or job.state in status.ENDED:
                 result = parse_result(session.read(f"{attempt_dir}/{RESULT}"))
@@ -413,10 +439,6 @@ class SlurmBackend(Backend):
             if decided is not None:
                 out[ref.job_id] = decided
         return out
-
-    def _attempt_dir(self, where: Layout, ref: JobRef) -> str:
-        task_dir = ref.handle.get("dir") or where.task_dir_of(ref.task_dir)
-        return f"{task_dir}/attempt-{ref.attempt}"
 
     def _maybe_lost(
         self,
@@ -512,35 +534,20 @@ class SlurmBackend(Backend):
 
     # --- dry run --------------------------------------------------------------------------
     def dry_run(self, job: JobSpec) -> str:
-        """The sbatch script ``launch`` would submit (secret values masked); connects to nothing."""
-        executor = job.executor
-        assert isinstance(executor, SlurmExecutor)
-        tunnel = tunnel_of(executor)
-        where = Layout(tunnel.job_dir.rstrip("/"))
-        experiment_id, task_id = split_task_dir(job.task_dir)
-        task_dir = where.task_dir(experiment_id, task_id)
-        runner_dir = where.runner_dir(self._runner_sha)
-        env = dict(job.env, RUNYARD_TASK_DIR=task_dir)
-        if job.is_script:
-            program, runner = "bash", f"{runner_dir}/runner.sh"
-        else:
-            program, runner = executor.python, f"{runner_dir}/runner.py"
-        package = self._package(job)
+        """The sbatch script ``launch`` would submit (secret values masked); runs nothing there."""
+        submission = self.prepare(job)
+        tunnel = tunnel_of(job.executor)
+        package = submission.package
         if package is not None:
-            code_root = where.code_dir(package.sha256)
-            cwd: str | None = package.relocate(os.path.join(package.root, package.cwd), code_root)
-            code = f"{package.root} ({package.kind}, SHA-256 {package.sha256[:16]}) into {code_root}"
+            code = (
+                f"{package.root} ({package.kind}, SHA-256 {package.sha256[:16]}) into {submission.code_root}"
+            )
         else:
-            cwd, code = job.cwd, "nothing (SlurmExecutor.code is None, or no git work tree)"
-        files = sbatch.JobFiles(task_id, job.attempt, task_dir, env, program, runner, tuple(job.argv), cwd)
-        after = [r.job_id for r in job.after]
-        script = sbatch.render(
-            executor, [files], experiment_id=experiment_id, after=after,
-            output_dir=where.output_dir(experiment_id), show_secrets=False,
-        )  # fmt: skip
+            code = "nothing (SlurmExecutor.code is None, or no git work tree)"
         return (
             f"# slurm on {tunnel.describe()} ({tunnel.cluster()}): "
-            f"sbatch --parsable {files.attempt_dir}/job.sh\n# code shipped: {code}\n{script}"
+            f"sbatch --parsable {submission.script_path}\n# code shipped: {code}\n"
+            + submission.script(show_secrets=False)
         )
 
     def _close(self) -> None:

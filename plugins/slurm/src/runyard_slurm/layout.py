@@ -10,25 +10,18 @@
         tasks/<task id>/task.json             the serialized task (paths moved into code/<sha>)
         tasks/<task id>/attempt-<n>/          job.sh, slurm.out, and the runner's files
 
-The task folder mirrors the local one (``<home>/experiments/<id>/tasks/<task id>``), so
-every process finds a task's files from its local task folder and its executor alone.
+The experiment folder there mirrors the local one (``runyard.naming``: ``tasks/<task id>/
+attempt-<n>``), so every process finds an attempt's files from its ids and its executor alone.
 """
 
 from __future__ import annotations
 
 import attrs
-from runyard.errors import BackendError
+from runyard import naming
+from runyard.executor import JobRef
 
 from runyard_slurm.executor import LocalTunnel, SSHTunnel
 from runyard_slurm.tunnel import Session
-
-
-def split_task_dir(task_dir: str) -> tuple[str, str]:
-    """(experiment id, task id) of a local task folder ``.../<experiment id>/tasks/<task id>``."""
-    parts = task_dir.rstrip("/").split("/")
-    if len(parts) < 3 or parts[-2] != "tasks":
-        raise BackendError(f"not a runyard task folder: {task_dir}")
-    return parts[-3], parts[-1]
 
 
 @attrs.frozen
@@ -36,16 +29,16 @@ class Layout:
     job_dir: str  # absolute, on the cluster
 
     def experiment_dir(self, experiment_id: str) -> str:
-        return f"{self.job_dir}/{experiment_id}"
+        return f"{self.job_dir}/{naming.check_component(experiment_id, 'experiment id')}"
 
     def output_dir(self, experiment_id: str) -> str:
-        return f"{self.job_dir}/{experiment_id}/slurm"
+        return f"{self.experiment_dir(experiment_id)}/slurm"
 
     def task_dir(self, experiment_id: str, task_id: str) -> str:
-        return f"{self.job_dir}/{experiment_id}/tasks/{task_id}"
+        return naming.task_dir(self.experiment_dir(experiment_id), task_id)
 
-    def task_dir_of(self, local_task_dir: str) -> str:
-        return self.task_dir(*split_task_dir(local_task_dir))
+    def attempt_dir(self, experiment_id: str, task_id: str, attempt: int) -> str:
+        return naming.attempt_dir(self.experiment_dir(experiment_id), task_id, attempt)
 
     def code_dir(self, sha256: str) -> str:
         return f"{self.job_dir}/code/{sha256[:16]}"
@@ -64,3 +57,12 @@ class Layout:
 def layout(session: Session, tunnel: SSHTunnel | LocalTunnel) -> Layout:
     """The job folder of ``tunnel``, made absolute there (``~`` is the remote home)."""
     return Layout(session.resolve(tunnel.job_dir).rstrip("/") or "/")
+
+
+def attempt_dir_of(ref: JobRef, where: Layout) -> str:
+    """The attempt folder of ``ref`` on the cluster: in the job folder its launch recorded
+    (``handle["job_dir"]``), else in ``where``."""
+    recorded = ref.handle.get("job_dir")
+    if isinstance(recorded, str) and recorded.startswith("/"):
+        where = Layout(recorded)
+    return where.attempt_dir(ref.experiment_id, ref.task_id, ref.attempt)

@@ -6,19 +6,19 @@ so each look reads only what is new.
 
 from __future__ import annotations
 
-from runyard.logs import LogRef, LogSource
+from runyard.executor import JobRef
+from runyard.logs import LogSource
 
-from runyard_slurm.layout import layout
+from runyard_slurm.layout import attempt_dir_of, layout
 from runyard_slurm.tunnel import session_for
 
 
 class SlurmLogSource(LogSource):
     """Reads ``<job_dir>/<experiment>/tasks/<task>/attempt-<n>/<name>`` where the job ran."""
 
-    def read(self, ref: LogRef, name: str, offset: int = 0) -> bytes:
+    def read(self, ref: JobRef, name: str, offset: int = 0) -> bytes:
         from runyard_slurm.backend import tunnel_of
 
         tunnel = tunnel_of(ref.executor)
         session = session_for(tunnel)
-        task_dir = layout(session, tunnel).task_dir_of(ref.task_dir)
-        return session.read(f"{task_dir}/attempt-{ref.attempt}/{name}", offset)
+        return session.read(f"{attempt_dir_of(ref, layout(session, tunnel))}/{name}", offset)

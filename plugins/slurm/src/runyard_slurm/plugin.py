@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 from runyard.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from runyard.artifacts import ArtifactStoreRegistry
     from runyard.executor import Executor
     from runyard.logs import LogSource
-    from runyard.plugins import ExecutorRegistry
+    from runyard.registries import ArtifactStoreRegistry, ExecutorRegistry
 
 
 @hookimpl

@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Sequence
 
 import attrs
+from runyard import naming
 from runyard.errors import BackendError
 from runyard.redact import masked
 
@@ -20,12 +21,13 @@ from runyard_slurm.executor import SlurmExecutor
 _ENV_NAME_FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
 _ENV_NAME_REST = _ENV_NAME_FIRST + "0123456789"
 
-# Runs one task process of a multi-process job (under srun): rank 0 is the task (its files
-# are the task's), the others run the same task with their files in ranks/<rank>/.
+# Runs one task process of a multi-process job (under srun), given the runner's command line
+# (PROGRAM RUNNER TASK_DIR ATTEMPT ...): rank 0 is the task (its files are the task's), the
+# others run the same task with their files in ranks/<rank>/.
 RANK_WRAPPER = (
-    't=$1; shift; if [ "${SLURM_PROCID:-0}" != 0 ]; then d="$t/ranks/$SLURM_PROCID"; '
+    'p=$1 r=$2 t=$3; shift 3; if [ "${SLURM_PROCID:-0}" != 0 ]; then d="$t/ranks/$SLURM_PROCID"; '
     'mkdir -p "$d" && ln -sf "$t/task.json" "$d/task.json" || exit 70; t=$d; fi; '
-    'p=$1; r=$2; shift 2; exec "$p" "$r" "$t" "$@"'
+    'exec "$p" "$r" "$t" "$@"'
 )
 
 
@@ -33,22 +35,24 @@ RANK_WRAPPER = (
 class JobFiles:
     """One task attempt as its job sees it: every path is on the cluster.
 
-    ``program`` and ``runner`` start the in-job runner (``python3 runner.py`` or ``bash
-    runner.sh``); ``argv`` is the Script task's command (empty for Python tasks).
+    ``command`` starts the in-job runner (``runyard.jobfiles.runner_command``) on
+    ``task_dir``.
     """
 
     task_id: str
     attempt: int
-    task_dir: str
+    experiment_dir: str
     env: dict[str, str]
-    program: str
-    runner: str
-    argv: tuple[str, ...] = ()
+    command: tuple[str, ...]
     cwd: str | None = None
 
     @property
+    def task_dir(self) -> str:
+        return naming.task_dir(self.experiment_dir, self.task_id)
+
+    @property
     def attempt_dir(self) -> str:
-        return f"{self.task_dir}/attempt-{self.attempt}"
+        return naming.attempt_dir(self.experiment_dir, self.task_id, self.attempt)
 
 
 def directive_quote(value: str) -> str:
@@ -129,13 +133,9 @@ def _task_lines(job: JobFiles, executor: SlurmExecutor, *, show: bool, output_li
         lines.append(f"cd {shlex.quote(job.cwd)} 2>/dev/null || cd {where} || exit 70")
     else:
         lines.append(f"cd {where} || exit 70")
-    runner = [job.program, job.runner]
-    rest = [str(job.attempt), *job.argv]
+    command = list(job.command)
     if executor.processes > 1:
-        command = ["srun", "--kill-on-bad-exit=1", "/bin/bash", "-c", RANK_WRAPPER, "runyard-rank",
-                   job.task_dir, *runner, *rest]  # fmt: skip
-    else:
-        command = [*runner, job.task_dir, *rest]
+        command = ["srun", "--kill-on-bad-exit=1", "/bin/bash", "-c", RANK_WRAPPER, "runyard-rank", *command]
     lines.append("exec " + shlex.join(command))
     return lines
 

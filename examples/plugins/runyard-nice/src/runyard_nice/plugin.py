@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from runyard.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from runyard.plugins import ExecutorRegistry
+    from runyard.registries import ExecutorRegistry
 
 
 @hookimpl

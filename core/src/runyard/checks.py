@@ -1,0 +1,95 @@
+"""Argument checks shared by the facade's methods: one clear ConfigError per wrong value."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from runyard import naming, serialization
+from runyard.config import Config, Partial, Script, target_name
+from runyard.errors import ConfigError
+from runyard.executor import Executor
+
+
+def check_number(
+    value: Any, what: str, *, integer: bool = False, allow_zero: bool = False, at_least: float = 0
+) -> Any:
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    finite = not isinstance(value, float) or math.isfinite(value)  # nan compares False to everything
+    if isinstance(value, bool) or not isinstance(value, kinds) or not finite:
+        raise ConfigError(f"{what} must be a finite {'whole ' if integer else ''}number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{what} must be {'zero or more' if allow_zero else 'positive'}, got {value!r}")
+    if value < at_least:
+        raise ConfigError(f"{what} must be at least {at_least}, got {value!r}")
+    return value
+
+
+def check_metadata(values: Any, what: str = "metadata") -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} must be a dict of JSON values, got {values!r}")
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{what} keys must be strings, got {key!r}")
+        serialization.check_json_value(value, f"{what}[{key!r}]")
+    return dict(values)
+
+
+def check_text(value: Any, what: str) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{what} must be a string, got {value!r}")
+    return value
+
+
+def check_tasks(tasks: list[Any]) -> list[Any]:
+    if not tasks:
+        raise ConfigError("add() got an empty list of tasks")
+    for t in tasks:
+        if not isinstance(t, (Config, Partial, Script)):
+            raise ConfigError(
+                f"a task must be run.Config, run.Partial or run.Script, got {type(t).__name__}: {t!r}"
+            )
+    return tasks
+
+
+def check_executor(executor: Any) -> Executor:
+    if not isinstance(executor, Executor):
+        raise ConfigError(f"executor must be a runyard executor (run.LocalExecutor(), ...), got {executor!r}")
+    return executor
+
+
+def check_plugins(plugins: Sequence[Any] | None) -> list[Any]:
+    out = list(plugins or [])
+    for p in out:
+        if not (hasattr(p, "modify_task") or hasattr(p, "modify_executor")):
+            raise ConfigError(f"plugins must have modify_task/modify_executor, got {p!r}")
+    return out
+
+
+def check_dependencies(dependencies: Any, existing: set[str]) -> list[str]:
+    """Ids of tasks added before, each once, in the order given."""
+    if dependencies is None:
+        return []
+    if isinstance(dependencies, str):
+        dependencies = [dependencies]
+    if not isinstance(dependencies, (list, tuple)):
+        raise ConfigError(f"dependencies must be a list of task ids, got {dependencies!r}")
+    for dep in dependencies:
+        if not isinstance(dep, str) or dep not in existing:
+            known = ", ".join(sorted(existing)) or "none yet"
+            raise ConfigError(
+                f"unknown dependency {dep!r}: dependencies name ids returned by earlier "
+                f"add() calls (this experiment has: {known})"
+            )
+    return list(dict.fromkeys(dependencies))
+
+
+def default_name(task: Any) -> str:
+    """A task's name when ``add()`` is given none: its script's file, or its target's name."""
+    if isinstance(task, Script):
+        return naming.slug(os.path.basename(task.path)) if task.path else "script"
+    return naming.slug(target_name(task._target).split(".")[-1])

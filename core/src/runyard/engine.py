@@ -1,0 +1,695 @@
+"""The engine: one experiment's tasks, each behind a :class:`TaskHandle`.
+
+A task handle owns what it takes to act on one task: its record, its decoded executor, the
+job reference and spec of its attempts, its backend, and every control verb (launch, poll,
+cancel, pause, resume, retry). Whatever reaches a backend goes through here: the facade
+(``Experiment``), the driver loop (``scheduler.Driver``: *when* to act; the engine: *how*),
+direct mode (an in-process backend), the live view and snapshots. Every state change is a
+named event of ``states.TRANSITIONS``, written by ``TaskHandle.move``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from runyard import naming, redact, serialization
+from runyard.errors import (
+    BackendError,
+    ConfigError,
+    DamagedStoreError,
+    MissingSecretError,
+    SerializationError,
+    TaskStateError,
+    UnknownTaskError,
+)  # fmt: skip
+from runyard.executor import Backend, Executor, JobRef, JobSpec, JobStatus
+from runyard.jobfiles import JOURNAL, STDERR, STDOUT, TASK
+from runyard.logs import LogEntry, TaskLogs, parse_journal
+from runyard.plugins import Plugins, TaskSpec, plugin_manager
+from runyard.runner import script_argv
+from runyard.states import FINAL_STATES, LIVE_STATES, Event, State
+from runyard.store import AttemptRecord, ExperimentRecord, Lease, Settings, Store, TaskRecord
+
+_LIVE = tuple(LIVE_STATES)
+
+
+class Engine:
+    """One experiment's tasks over the store and the backends (``direct``: every task on the
+    in-process backend of ``run(direct=True)``, whatever its executor)."""
+
+    def __init__(
+        self, store: Store, experiment_id: str, plugins: Plugins | None = None, *, direct: bool = False
+    ) -> None:
+        self.store = store
+        self.experiment_id = experiment_id
+        self.plugins = plugins or plugin_manager()
+        self.direct = direct
+        self._record: ExperimentRecord | None = None
+        self._executors: dict[str, Executor] = {}  # a task's executor never changes: decoded once
+        self._direct: Backend | None = None
+        self._ids: set[str] | None = None  # see known_ids
+        self._directory: str | None = None
+        self._suffix_hints: dict[str, int] = {}  # see _unique
+
+    @classmethod
+    def create(
+        cls, store: Store, title: str, description: str | None, tags: list[str], settings: Settings,
+        metadata: dict[str, Any], main_path: str | None,
+    ) -> Engine:  # fmt: skip
+        """A new experiment in ``store``, its id made of the time and the title, and its folder."""
+        for _ in range(100):
+            experiment_id = _new_id(title)
+            try:
+                store.create_experiment(
+                    experiment_id, title, description, tags, settings, metadata, main_path
+                )
+                break
+            except sqlite3.IntegrityError:  # another process took this microsecond
+                continue
+        os.makedirs(store.experiment_dir(experiment_id), mode=0o700, exist_ok=True)
+        return cls(store, experiment_id)
+
+    # --- the experiment -----------------------------------------------------------------
+    @property
+    def record(self) -> ExperimentRecord:
+        """The experiment's record, read once (``reload`` reads it again)."""
+        if self._record is None:
+            self._record = self.store.experiment(self.experiment_id)
+        return self._record
+
+    def reload(self) -> ExperimentRecord:
+        self._record = None
+        return self.record
+
+    @property
+    def directory(self) -> str:
+        """The experiment's folder on this machine."""
+        if self._directory is None:
+            self._directory = self.store.experiment_dir(self.experiment_id)
+        return self._directory
+
+    @property
+    def max_retries(self) -> int:
+        return int(self.record.settings.max_retries or 0)
+
+    # --- tasks --------------------------------------------------------------------------
+    def handle(self, record: TaskRecord) -> TaskHandle:
+        return TaskHandle(self, record)
+
+    def task(self, task_id: str) -> TaskHandle:
+        """The task's handle, from a fresh read of the store; a clear error for an unknown id."""
+        if not isinstance(task_id, str):
+            raise ConfigError(f"task id must be a string, got {task_id!r}")
+        record = self.store.task(self.experiment_id, task_id)
+        if record is None:
+            known = ", ".join(self.store.task_ids(self.experiment_id)) or "none"
+            raise UnknownTaskError(
+                f"experiment {self.experiment_id} has no task {task_id!r} (its tasks: {known})"
+            )
+        return TaskHandle(self, record)
+
+    def handles(self) -> list[TaskHandle]:
+        """Every task, in add order, freshly read."""
+        return [TaskHandle(self, t) for t in self.store.tasks(self.experiment_id)]
+
+    def executor(self, record: TaskRecord) -> Executor:
+        """The task's executor, decoded once (the one place that decodes it); a damaged column
+        is a DamagedStoreError naming the task, never a traceback."""
+        ex = self._executors.get(record.id)
+        if ex is None:
+            data = self.column(record, "executor")
+            try:
+                ex = serialization.structure_executor(data)
+            except SerializationError as exc:
+                where = f"experiment {self.experiment_id}, task {record.id}, column executor"
+                problem = f"{where}: {exc} (edited by hand, or written by another version of its plugin?)"
+                raise DamagedStoreError(self.store.path, problem, self.experiment_id) from None
+            self._executors[record.id] = ex
+        return ex
+
+    def column(self, record: TaskRecord, name: str) -> dict[str, Any]:
+        """A task's JSON object column (``task``, ``executor``), decoded; DamagedStoreError
+        naming the task and the column when it is not one."""
+        where = f"experiment {self.experiment_id}, task {record.id}, column {name}"
+        try:
+            data = json.loads(getattr(record, name))
+        except ValueError as exc:
+            raise DamagedStoreError(
+                self.store.path, f"{where}: not JSON ({exc})", self.experiment_id
+            ) from None
+        if not isinstance(data, dict):
+            raise DamagedStoreError(self.store.path, f"{where}: not a JSON object", self.experiment_id)
+        return data
+
+    def backend(self, kind: str) -> Backend:
+        if self.direct:
+            if self._direct is None:
+                from runyard.direct import DirectBackend
+
+                self._direct = DirectBackend()
+            return self._direct
+        return self.plugins.backend(kind)
+
+    # --- adding tasks ------------------------------------------------------------------------
+    def known_ids(self) -> set[str]:
+        """The experiment's task ids, cached: read again only when the store has more tasks
+        than the cache knows (another process, or reproduce(), added some). Without the
+        cache every add() would read every id, and adding n tasks would take O(n²)."""
+        cache = self._ids
+        if cache is None or len(cache) != self.store.task_count(self.experiment_id):
+            cache = self._ids = set(self.store.task_ids(self.experiment_id))
+        return cache
+
+    def _unique(self, name: str, taken: set[str]) -> str:
+        """``name``, or ``name-<n>`` with the smallest free n."""
+        if name not in taken:
+            return name
+        # ids are only ever added, so every suffix below the one found last time is still
+        # taken: start there (else n tasks of one default name cost O(n²))
+        n = self._suffix_hints.get(name, 1)
+        while f"{name}-{n}" in taken:
+            n += 1
+        self._suffix_hints[name] = n
+        return f"{name}-{n}"
+
+    def add(
+        self, tasks: Sequence[Any], executor: Executor, base: str, *, group: bool,
+        dependencies: list[str], plugins: Sequence[Any],
+    ) -> list[str]:  # fmt: skip
+        """Add checked tasks: each gets a unique id from ``base``, private copies of the task
+        and executor that the task modifiers (hooks, then ``plugins``) may change, and is
+        stored encoded; returns the ids."""
+        existing = self.known_ids()
+        ids: list[str] = []
+        rows = []
+        taken = set(existing)
+        for i, t in enumerate(tasks):
+            task_id = self._unique(f"{base}-{i}" if group else base, taken)
+            taken.add(task_id)
+            spec = TaskSpec(copy.deepcopy(t), copy.deepcopy(executor), task_id, self.experiment_id)
+            self.plugins.modify_task(spec)
+            for p in plugins:
+                if hasattr(p, "modify_task"):
+                    out = p.modify_task(spec.task)
+                    spec.task = spec.task if out is None else out
+                if hasattr(p, "modify_executor"):
+                    out = p.modify_executor(spec.executor)
+                    spec.executor = spec.executor if out is None else out
+            if not isinstance(spec.executor, Executor):
+                raise ConfigError(f"a plugin returned {spec.executor!r}, which is not an executor")
+            encoded = serialization.encode(spec.task, where=f"task {task_id!r}")
+            unstructured = serialization.unstructure_executor(spec.executor)
+            applied = [
+                {"plugin": f"{type(p).__module__}:{type(p).__qualname__}", "repr": repr(p)} for p in plugins
+            ]
+            rows.append((task_id, encoded, unstructured, dependencies, applied))
+            ids.append(task_id)
+        self.store_tasks(rows)
+        existing.update(ids)  # the cache stays whole without reading every id again
+        return ids
+
+    def store_tasks(self, rows: Sequence[tuple[str, Any, dict[str, Any], list[str], list[Any]]]) -> None:
+        """Write each task ``(id, encoded task, unstructured executor, dependencies, plugins)``
+        to its task.json and to the store, with no secret value (``redact.conceal``)."""
+        stored = []
+        for task_id, task, executor, deps, applied in rows:
+            redact.conceal(self.experiment_id, task_id, executor, task)
+            task_json = serialization.dumps(task)
+            self._write_task_file(task_id, task_json)
+            stored.append((task_id, task_json, serialization.dumps(executor), deps, applied))
+        self.store.add_task(self.experiment_id, stored)
+
+    def _write_task_file(self, task_id: str, task_json: str) -> None:
+        """``TASK_DIR/task.json``: what the runner builds the task from, wherever it runs."""
+        record = self.record
+        task_dir = naming.task_dir(self.directory, task_id)
+        os.makedirs(task_dir, mode=0o700, exist_ok=True)  # others read nothing, whatever the umask
+        body = (
+            '{"task": ' + task_json + ', "main_path": ' + json.dumps(record.main_path)
+            + ', "python_path": ' + json.dumps(record.settings.python_path or []) + "}"
+        )  # fmt: skip
+        tmp = os.path.join(task_dir, f".{TASK}.tmp")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(body)
+        os.replace(tmp, os.path.join(task_dir, TASK))
+
+    def add_encoded(
+        self,
+        rows: Sequence[tuple[str, str, str, list[str], list[Any]]],
+        main_path: str | None = None,
+        python_path: list[str] | None = None,
+    ) -> None:
+        """Tasks that are encoded already (a snapshot's), imported as their first script did."""
+        if main_path or python_path:
+            self.store.set_paths(self.experiment_id, main_path, python_path)
+            self.reload()
+        self.store_tasks([(i, json.loads(t), json.loads(e), d, p) for i, t, e, d, p in rows])
+
+    # --- many tasks at once (the driver's turn) ------------------------------------------
+    def poll(self, handles: Sequence[TaskHandle]) -> dict[str, JobStatus]:
+        """The backends' news of live tasks with a job, by task id; a backend that cannot be
+        reached now gives none (a dropped connection never fails a task by itself)."""
+        groups: dict[int, tuple[Backend, list[TaskHandle]]] = {}
+        for h in handles:
+            backend = h.backend
+            groups.setdefault(id(backend), (backend, []))[1].append(h)
+        out: dict[str, JobStatus] = {}
+        for backend, group in groups.values():
+            try:
+                statuses = backend.poll([h.ref() for h in group])
+            except BackendError:
+                continue
+            for h in group:
+                status = statuses.get(h.record.job_id or "")
+                if status is not None:
+                    out[h.id] = status
+        return out
+
+    def launch(self, batch: Sequence[tuple[TaskHandle, Sequence[TaskHandle]]], lease: Lease | None) -> None:
+        """Launch the next attempt of each PENDING task (chained after its live dependencies),
+        one ``launch_many`` per backend.
+
+        Each attempt is recorded SUBMITTED with a new launch id before its job starts: a
+        driver that dies after starting it leaves the id behind, and the runner's claim names
+        it (``scheduler.Driver._recover``)."""
+        groups: dict[int, tuple[Backend, list[tuple[TaskHandle, JobSpec]]]] = {}
+        for h, after in batch:
+            attempt = h.record.attempts + 1
+            launch = secrets.token_hex(8)
+            moved = h.move(
+                Event.LAUNCH,
+                lease=lease,
+                attempts=attempt,
+                reason=None,
+                handle={"launch": launch},
+                job_id=None,
+            )
+            if not moved:
+                continue  # cancelled or paused by another process meanwhile
+            try:
+                spec = h.spec(attempt, after, with_secrets=True)
+            except MissingSecretError as exc:  # nothing to launch it with: say so
+                h.move(Event.LAUNCH_FAILED, State.FAILED, lease=lease, attempt=attempt,
+                       reason=f"launch failed: {exc}", end_time=time.time())  # fmt: skip
+                continue
+            spec.env["RUNYARD_LAUNCH_ID"] = launch
+            backend = h.backend
+            groups.setdefault(id(backend), (backend, []))[1].append((h, spec))
+        for backend, launched in groups.values():
+            results = backend.launch_many([spec for _, spec in launched])
+            for (h, spec), result in zip(launched, results, strict=True):
+                if isinstance(result, Exception):  # the backend refused: the attempt failed, say why
+                    to = State.PENDING if spec.attempt <= self.max_retries else State.FAILED
+                    h.move(Event.LAUNCH_FAILED, to, lease=lease, attempt=spec.attempt,
+                           reason=f"launch failed: {result}", end_time=time.time())  # fmt: skip
+                    continue
+                handle = {**result.handle, "launch": spec.env["RUNYARD_LAUNCH_ID"]}
+                ok = h.move(
+                    Event.LAUNCHED, result.state, lease=lease, attempt=spec.attempt,
+                    job_id=result.job_id, handle=handle, start_time=time.time(),
+                )  # fmt: skip
+                if not ok:  # cancelled while we were launching it: honour that
+                    try:
+                        backend.cancel(spec.ref(result.job_id, handle))
+                    except BackendError:
+                        pass
+
+    # --- control verbs on many tasks -----------------------------------------------------
+    def cancel_all(self, reason: str, *, lease: Lease | None = None) -> list[str]:
+        """Cancel every task that has not ended; returns their ids."""
+        return [
+            h.id for h in self.handles() if h.status not in FINAL_STATES and h.cancel(reason, lease=lease)
+        ]
+
+    def retry(self, task_id: str) -> list[str]:
+        """Put an ended task back to PENDING, and every ended task that depends on it."""
+        task = self.task(task_id)
+        if task.status not in FINAL_STATES:
+            raise TaskStateError(
+                f"task {task_id!r} is {task.status}: only a task that has ended can be retried"
+                + (" (cancel it first)" if task.status in LIVE_STATES else "")
+            )
+        again = [task_id]
+        for t in self.store.tasks(self.experiment_id):  # in add order: dependencies come first
+            if t.id not in again and t.status in FINAL_STATES and set(t.dependencies) & set(again):
+                again.append(t.id)
+        self.store.reset_tasks(self.experiment_id, again)
+        return again
+
+    def dry_run(self) -> dict[str, str]:
+        """What each task's next attempt would launch, by task id (secrets masked)."""
+        return {h.id: h.dry_run() for h in self.handles()}
+
+
+class TaskHandle:
+    """One task: its record (as last read), executor, backend, job reference and spec, and
+    every control verb. Cheap to make; ``reload`` reads the record again."""
+
+    __slots__ = ("engine", "record")
+
+    def __init__(self, engine: Engine, record: TaskRecord) -> None:
+        self.engine = engine
+        self.record = record
+
+    def __repr__(self) -> str:
+        return f"TaskHandle({self.record.experiment_id!r}, {self.id!r}, {self.status})"
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def status(self) -> State:
+        return self.record.status
+
+    @property
+    def executor(self) -> Executor:
+        return self.engine.executor(self.record)
+
+    @property
+    def backend(self) -> Backend:
+        return self.engine.backend(self.executor.kind)
+
+    def reload(self) -> TaskHandle:
+        return self.engine.task(self.id)
+
+    def ref(self, attempt: int | None = None) -> JobRef:
+        """The job reference of an attempt (default: the latest; its job, if it has one)."""
+        r = self.record
+        latest = attempt is None or attempt == r.attempts
+        return JobRef(
+            r.experiment_id, r.id, r.attempts if attempt is None else attempt, self.engine.directory,
+            self.executor, (r.job_id or "") if latest else self._attempt_job(attempt), r.handle if latest else {},
+        )  # fmt: skip
+
+    def _attempt_job(self, attempt: int | None) -> str:
+        for a in self.attempts():
+            if a.attempt == attempt:
+                return a.job_id or ""
+        return ""
+
+    def spec(
+        self, attempt: int | None = None, after: Sequence[TaskHandle] = (), *, with_secrets: bool = False
+    ) -> JobSpec:
+        """The job of one attempt (default: the next). Its ``env`` has the values of the secrets
+        the store holds only markers for (``redact.reveal``: MissingSecretError if this process
+        has none); ``with_secrets=False`` leaves the markers (a dry run, a question to the backend)."""
+        r, record = self.record, self.engine.record
+        attempt = r.attempts + 1 if attempt is None else attempt
+        executor = self.executor
+        encoded = self.engine.column(r, "task")
+        is_script = encoded.get(serialization.TAG) == "script"
+        env = dict(executor.env_vars)
+        argv: list[str] = []
+        if is_script:
+            env.update(encoded.get("env") or {})
+            argv = script_argv(encoded)
+        if with_secrets:
+            env = redact.reveal(record.id, r.id, env)
+        directory = self.engine.directory
+        env.update(task_env(record, r.id, attempt, naming.task_dir(directory, r.id)))
+        grace = getattr(executor, "cancel_grace", None)
+        if grace is not None:  # the runner escalates a cancel by itself, after this grace
+            env.setdefault("RUNYARD_CANCEL_GRACE", str(grace))
+        spec = JobSpec(
+            experiment_id=record.id, task_id=r.id, attempt=attempt, experiment_dir=directory,
+            executor=executor, is_script=is_script, argv=argv, env=env, cwd=record.settings.cwd,
+        )  # fmt: skip
+        spec.after = [d.ref() for d in after]
+        return spec
+
+    def attempts(self) -> list[AttemptRecord]:
+        return self.engine.store.attempts(self.record.experiment_id, self.id)
+
+    # --- state ----------------------------------------------------------------------------
+    def move(
+        self,
+        event: Event,
+        to: State | None = None,
+        *,
+        lease: Lease | None = None,
+        attempt: int | None = None,
+        attempt_fields: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> State | None:
+        """A transition of this task by ``event`` (``states.TRANSITIONS``), under ``lease``
+        when given; the state it left, None if it was not in a state the event starts from."""
+        return self.engine.store.transition(
+            self.record.experiment_id, self.id, event, to,
+            attempt=attempt, lease=lease, attempt_fields=attempt_fields, **fields,
+        )  # fmt: skip
+
+    def observe(self, status: JobStatus, *, lease: Lease | None = None) -> None:
+        """Record what the backend says of the task's job. The retry rule lives here: a failed
+        attempt with retries left goes back to PENDING for the next one."""
+        r = self.record
+        if status.claim is not None:  # the job lost its attempt's claim to another launch
+            self.adopt(lease=lease, following=True)
+            return
+        if status.state in FINAL_STATES:
+            fields: dict[str, Any] = {
+                "exit_code": status.exit_code,
+                "reason": status.reason,
+                "start_time": _ts(status.start_time) or r.start_time,
+                "end_time": _ts(status.end_time) or time.time(),
+            }
+            if status.failure is not None:
+                fields["failure"] = status.failure
+            retries = self.engine.max_retries
+            if status.state is State.FAILED and r.attempts <= retries:
+                failure = status.failure or ("error" if status.exit_code is not None else "lost")
+                why = status.reason or f"exit code {status.exit_code}"
+                fields.pop("failure", None)  # the task is not failed: its attempt is
+                fields.update(
+                    reason=f"retrying (attempt {r.attempts} of {retries + 1} failed: {why})", job_id=None
+                )
+                self.move(
+                    Event.RERUN, lease=lease, attempt=r.attempts,
+                    attempt_fields={"reason": why, "failure": failure}, **fields,
+                )  # fmt: skip
+            else:
+                self.move(Event.END, status.state, lease=lease, attempt=r.attempts, **fields)
+        elif status.state is State.RUNNING and r.status is State.SUBMITTED:
+            self.move(
+                Event.START, lease=lease, attempt=r.attempts, start_time=_ts(status.start_time) or time.time()
+            )
+
+    def adopt(self, *, lease: Lease | None = None, following: bool = False) -> bool:
+        """Find the job that runs the current attempt (its runner claimed it) and follow it.
+
+        ``following``: the task's own job lost the claim; else the task was recorded SUBMITTED
+        by a driver that died launching it: with no job found, the same attempt is launched
+        again (a runner that finds its attempt claimed runs nothing, so nothing runs twice)."""
+        r = self.record
+        try:
+            found = self.backend.adopt(self.spec(r.attempts))
+        except BackendError:
+            found = None  # unreachable now: next poll (or relaunching the same attempt is safe)
+        if following:
+            if found is not None and found.job_id != r.job_id:
+                self.move(Event.FOLLOW, r.status, lease=lease, attempt=r.attempts,
+                          job_id=found.job_id, handle=found.handle)  # fmt: skip
+            return found is not None
+        if found is not None:
+            self.move(
+                Event.LAUNCHED, found.state, lease=lease, attempt=r.attempts, job_id=found.job_id,
+                handle=found.handle, start_time=r.start_time or time.time(), reason=None,
+            )  # fmt: skip
+            return True
+        self.move(Event.RELAUNCH, lease=lease, attempt=r.attempts, attempts=r.attempts - 1,
+                  reason="launch interrupted; launching it again")  # fmt: skip
+        return False
+
+    # --- control verbs ----------------------------------------------------------------------
+    def cancel(self, reason: str, *, lease: Lease | None = None, strict: bool = False) -> bool:
+        """Cancel the task from any process: record CANCELLED, then end its job on the backend.
+
+        Recording first means a driver polling at the same moment cannot take the dying job
+        for a failure (and retry it). If the backend cannot end the job, the cancel is taken
+        back and the error raised. False if the task had ended already (``strict``: an error)."""
+        if self.status in FINAL_STATES:
+            if strict:
+                raise TaskStateError(f"task {self.id!r} has already ended ({self.status}): nothing to cancel")
+            return False
+        previous = self.move(Event.CANCEL, lease=lease, reason=reason, end_time=time.time())
+        if previous is None:
+            if strict:
+                return self.reload().cancel(reason, lease=lease, strict=strict)  # it moved: decide again
+            return False
+        current = self.reload()
+        if current.record.job_id is not None:
+            try:
+                current.backend.cancel(current.ref())
+            except Exception as exc:
+                current.move(Event.UNCANCEL, previous, reason=f"cancel failed: {exc}", end_time=None)
+                raise
+        return True
+
+    def stop_job(self) -> None:
+        """Tell the task's job to end, not waiting for it (a timeout, already recorded)."""
+        try:
+            self.backend.cancel(self.ref())
+        except BackendError:
+            pass
+
+    def pause(self) -> None:
+        """Suspend a running task, or hold a pending one."""
+        r = self.record
+        if r.status is State.PAUSED:
+            raise TaskStateError(f"task {self.id!r} is paused already")
+        if r.status in FINAL_STATES:
+            raise TaskStateError(f"task {self.id!r} has ended ({r.status}): it cannot be paused")
+        if r.status is State.PENDING:
+            if not self.move(Event.HOLD, paused_from=State.PENDING):
+                self.reload().pause()  # it moved meanwhile: decide again
+            return
+        if r.job_id is None:
+            # a driver is launching it this moment (right after run(), retry(), resume()):
+            # wait for its job id rather than fail a call that makes sense
+            task, deadline = self, time.monotonic() + 30.0
+            while (
+                task.status is State.SUBMITTED and task.record.job_id is None and time.monotonic() < deadline
+            ):
+                time.sleep(0.01)
+                task = task.reload()
+            if task.status is not State.SUBMITTED or task.record.job_id is not None:
+                task.pause()
+                return
+            raise TaskStateError(f"task {self.id!r} is still being launched; pause it in a moment")
+        try:
+            self.backend.pause(self.ref())
+        except NotImplementedError as exc:
+            raise TaskStateError(f"task {self.id!r} cannot be paused: {exc}") from None
+        self.move(Event.PAUSE, attempt=r.attempts, paused_from=r.status)
+
+    def resume(self) -> bool:
+        """Continue a paused task (a held pending task becomes pending again: True)."""
+        r = self.record
+        if r.status is not State.PAUSED:
+            raise TaskStateError(f"task {self.id!r} is {r.status}, not PAUSED: nothing to resume")
+        if r.job_id is None:
+            self.move(Event.RELEASE, paused_from=None)
+            return True
+        try:
+            self.backend.resume(self.ref())
+        except NotImplementedError as exc:
+            raise TaskStateError(f"task {self.id!r} cannot be resumed: {exc}") from None
+        to = r.paused_from if r.paused_from in (State.SUBMITTED, State.RUNNING) else State.RUNNING
+        self.move(Event.RESUME, to, attempt=r.attempts, paused_from=None)
+        return False
+
+    # --- output ---------------------------------------------------------------------------
+    def attempt_number(self, attempt: int | None) -> int:
+        """``attempt`` checked against the task's attempts (None: the latest; 0 if none yet)."""
+        count = self.record.attempts
+        if attempt is None:
+            return count
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or not 1 <= attempt <= count:
+            runs = f"attempts 1 to {count}" if count > 1 else "attempt 1" if count else "no attempt yet"
+            raise ConfigError(f"task {self.id!r} has {runs}: there is no attempt {attempt!r}")
+        return attempt
+
+    def read_log(self, name: str, attempt: int | None = None, offset: int = 0) -> bytes:
+        """Bytes of the runner's file ``name`` of an attempt (default: the latest), from ``offset``."""
+        return self.engine.plugins.log_source(self.executor).read(self.ref(attempt), name, offset)
+
+    def logs(self, attempt: int | None = None) -> TaskLogs:
+        """An attempt's output (default: the latest) and exit code (None while it runs)."""
+        n = self.attempt_number(attempt)
+        if n == 0:
+            return TaskLogs(exit_code=None, stdout="", stderr="", attempt=0)
+        if n == self.record.attempts:
+            ended = self.status in FINAL_STATES or (
+                self.status is State.PENDING and self.record.exit_code is not None
+            )
+            code = self.record.exit_code if ended else None
+        else:
+            code = next((a.exit_code for a in self.attempts() if a.attempt == n), None)
+        return TaskLogs(
+            exit_code=code,
+            stdout=self.read_log(STDOUT, n).decode("utf-8", "replace"),
+            stderr=self.read_log(STDERR, n).decode("utf-8", "replace"),
+            attempt=n,
+        )
+
+    def stream(
+        self,
+        *,
+        follow: bool,
+        interval: float,
+        attempt: int | None = None,
+        sync: Callable[[], None] = lambda: None,
+    ) -> Iterator[LogEntry]:
+        """Output lines with their timestamps, from ``attempt`` (default: the latest); with
+        ``follow``, until the task ends, each later attempt's lines in turn (``sync`` first
+        brings the store up to date when no driver does)."""
+        task = self
+        n = max(self.attempt_number(attempt), 1)
+        offset = 0
+        while True:
+            if follow:
+                sync()
+            task = task.reload()
+            record = task.record
+            if record.attempts >= n:
+                entries, used = parse_journal(task.read_log(JOURNAL, n, offset))
+                offset += used
+                yield from entries
+            if record.attempts > n:
+                yield from _last_lines(task.read_log(JOURNAL, n, offset))  # over: its last line too
+                if not follow:
+                    return  # an older attempt, as it is
+                n, offset = n + 1, 0  # a newer attempt started: on to it
+                continue
+            if not follow or record.status in FINAL_STATES:
+                if record.status in FINAL_STATES and record.attempts > 0:
+                    yield from _last_lines(task.read_log(JOURNAL, n, offset))
+                return
+            time.sleep(interval)
+
+    def dry_run(self) -> str:
+        """What launching the next attempt would submit (secrets masked)."""
+        return self.backend.dry_run(self.spec())
+
+
+def task_env(record: ExperimentRecord, task_id: str, attempt: int, task_dir: str) -> dict[str, str]:
+    """The ``RUNYARD_*`` variables of one attempt's job."""
+    env = {
+        "RUNYARD_EXPERIMENT_ID": record.id,
+        "RUNYARD_TASK_ID": task_id,
+        "RUNYARD_ATTEMPT": str(attempt),
+        "RUNYARD_TASK_DIR": task_dir,
+    }
+    interval = record.settings.checkpoint_interval
+    if interval is not None:
+        env["RUNYARD_CHECKPOINT_INTERVAL"] = str(interval)
+    return env
+
+
+_last_stamp = 0
+
+
+def _new_id(title: str) -> str:
+    """``YYYYmmdd-HHMMSS-micros_TITLE``: unique in this process, sortable by creation time."""
+    global _last_stamp
+    micros = max(int(time.time() * 1_000_000), _last_stamp + 1)
+    _last_stamp = micros
+    stamp = dt.datetime.fromtimestamp(micros / 1e6, tz=dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    return f"{stamp}_{title}"
+
+
+def _last_lines(data: bytes) -> list[LogEntry]:
+    """The entries of what an ended attempt wrote last, an unfinished last line included."""
+    return parse_journal(data if data.endswith(b"\n") else data + b"\n")[0]
+
+
+def _ts(value: Any) -> float | None:
+    return value.timestamp() if value is not None else None

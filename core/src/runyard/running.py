@@ -1,0 +1,142 @@
+"""Which process drives an experiment: this one (attached, or direct), a supervisor
+(detached), or none (its jobs drive themselves, and whoever looks reads their news: sync).
+And waiting for it, and taking it over when its driver died."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+from runyard.engine import Engine
+from runyard.errors import DiskFullError, ExperimentStateError
+from runyard.progress import make_observer
+from runyard.scheduler import STALE_AFTER, Driver
+from runyard.states import FINAL_STATES, State, experiment_state
+from runyard.store import pid_alive
+from runyard.supervisor import start_supervisor
+
+
+def driver_alive(engine: Engine) -> bool:
+    """Whether a live process (attached caller or supervisor) drives the experiment."""
+    r = engine.store.experiment(engine.experiment_id)
+    return bool(
+        r.driver_pid and r.driver_heartbeat and time.time() - r.driver_heartbeat < STALE_AFTER
+        and pid_alive(r.driver_pid)
+    )  # fmt: skip
+
+
+def sync(engine: Engine) -> None:
+    """Read the backends' news into the store when no process drives the experiment (a
+    detached experiment whose jobs drive themselves, or one whose driver died)."""
+    states = engine.store.task_states(engine.experiment_id)
+    if all(s in FINAL_STATES for s in states) or engine.reload().launched_at is None:
+        return
+    if not driver_alive(engine):
+        try:
+            Driver(engine.store, engine.experiment_id, kind="sync", engine=engine).poll_once()
+        except DiskFullError as exc:  # what the store holds is still worth showing
+            warnings.warn(f"{exc} (the state shown may be behind the backends')", stacklevel=4)
+
+
+def run_attached(engine: Engine, *, tail_logs: bool, on_interrupt: str) -> State:
+    """Drive the experiment here, showing progress; Ctrl+C cancels, or detaches."""
+    observer = make_observer(engine, tail_logs=tail_logs)
+    driver = Driver(engine.store, engine.experiment_id, kind="attached", observer=observer, engine=engine)
+    if not driver.claim():
+        raise ExperimentStateError(
+            f"experiment {engine.experiment_id} is driven by another live process "
+            f"(pid {engine.reload().driver_pid}); follow it with `runyard status {engine.experiment_id}`"
+        )
+    try:
+        state = driver.run()
+        observer.finish(state)
+        return state
+    except KeyboardInterrupt:
+        if on_interrupt == "detach":
+            driver.release()
+            pid = start_supervisor(engine.store, engine.experiment_id)
+            observer.say(f"detached: a supervisor (pid {pid}) drives {engine.experiment_id} on")
+        else:
+            driver.cancel_all("cancelled (interrupted)")
+            observer.say(f"interrupted: cancelled the tasks of {engine.experiment_id} that had not ended")
+        raise
+    finally:
+        driver.release()
+
+
+def run_direct(engine: Engine) -> State:
+    """Every task in this process, in order, on the engine's in-process backend, by the same
+    driver as any run (``direct.DirectBackend``)."""
+    direct = Engine(engine.store, engine.experiment_id, engine.plugins, direct=True)
+    driver = Driver(engine.store, engine.experiment_id, kind="direct", engine=direct)
+    if not driver.claim():
+        raise ExperimentStateError(f"experiment {engine.experiment_id} is driven by another live process")
+    try:
+        return driver.run()
+    except KeyboardInterrupt:
+        driver.cancel_all("cancelled (interrupted)")
+        raise
+    finally:
+        driver.release()
+
+
+def run_detached(engine: Engine) -> None:
+    """Launch what can be launched now; a supervisor drives the rest, unless nothing is left
+    to drive (every job went to a backend that drives itself)."""
+    driver = Driver(engine.store, engine.experiment_id, kind="launcher", engine=engine)
+    if not driver.claim():
+        raise ExperimentStateError(f"experiment {engine.experiment_id} is driven by another live process")
+    try:
+        driver.run_once()
+        needed = driver.needs_driver()
+    finally:
+        driver.release()
+    if needed:
+        start_supervisor(engine.store, engine.experiment_id)
+
+
+def ensure_driver(engine: Engine) -> None:
+    """After retry/resume: make sure some process drives the experiment."""
+    if engine.reload().launched_at is not None and not driver_alive(engine):
+        start_supervisor(engine.store, engine.experiment_id)
+
+
+def wait(engine: Engine, timeout: float | None, interval: float) -> State:
+    """Block until every task has ended (see ``Experiment.wait``)."""
+    exp_id = engine.experiment_id
+    deadline = None if timeout is None else time.monotonic() + timeout
+    orphaned_since: float | None = None
+    while True:
+        states = engine.store.task_states(exp_id)
+        if all(s in FINAL_STATES for s in states):
+            return experiment_state(states)
+        if driver_alive(engine):
+            orphaned_since = None
+        elif not Driver(engine.store, exp_id, kind="sync", engine=engine).needs_driver_now():
+            sync(engine)  # the jobs drive themselves: just read their news
+            orphaned_since = None
+        elif orphaned_since is None:
+            orphaned_since = time.monotonic()
+        elif time.monotonic() - orphaned_since > STALE_AFTER:
+            raise ExperimentStateError(
+                f"no process drives experiment {exp_id} any more (its supervisor died?): "
+                f"take it over with `runyard takeover {exp_id}`"
+            )
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"experiment {exp_id} still {experiment_state(states)} after {timeout}s")
+        time.sleep(interval)
+
+
+def takeover(engine: Engine, *, detach: bool) -> State | None:
+    """Drive an experiment whose driver died: a new supervisor, or this process (attached).
+    None when there is nothing to drive (every task has ended) or a supervisor took it."""
+    if driver_alive(engine):
+        raise ExperimentStateError(
+            f"experiment {engine.experiment_id} is still driven by live pid {engine.reload().driver_pid}"
+        )
+    if all(s in FINAL_STATES for s in engine.store.task_states(engine.experiment_id)):
+        return None
+    if detach:
+        start_supervisor(engine.store, engine.experiment_id)
+        return None
+    return run_attached(engine, tail_logs=False, on_interrupt="cancel")
