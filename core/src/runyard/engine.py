@@ -50,7 +50,7 @@ class Engine:
     ) -> None:
         self.store = store
         self.experiment_id = experiment_id
-        self.plugins = plugins or plugin_manager()
+        self._plugins = plugins
         self.direct = direct
         self._record: ExperimentRecord | None = None
         self._executors: dict[str, Executor] = {}  # a task's executor never changes: decoded once
@@ -76,6 +76,14 @@ class Engine:
                 continue
         os.makedirs(store.experiment_dir(experiment_id), mode=0o700, exist_ok=True)
         return cls(store, experiment_id)
+
+    @property
+    def plugins(self) -> Plugins:
+        """The plugin manager (the process's, unless one was given), built when first needed:
+        reading an experiment's tasks and states loads no plugin."""
+        if self._plugins is None:
+            self._plugins = plugin_manager()
+        return self._plugins
 
     # --- the experiment -----------------------------------------------------------------
     @property

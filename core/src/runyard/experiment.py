@@ -184,8 +184,7 @@ class Experiment:
 
     def status(self) -> State:
         """The experiment's state from its tasks' states."""
-        running.sync(self._engine)
-        return experiment_state(self.store.task_states(self.experiment_id))
+        return experiment_state(running.sync(self._engine))
 
     # --- running ----------------------------------------------------------------------------
     def run(

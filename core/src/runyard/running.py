@@ -25,17 +25,20 @@ def driver_alive(engine: Engine) -> bool:
     )  # fmt: skip
 
 
-def sync(engine: Engine) -> None:
+def sync(engine: Engine) -> list[State]:
     """Read the backends' news into the store when no process drives the experiment (a
-    detached experiment whose jobs drive themselves, or one whose driver died)."""
+    detached experiment whose jobs drive themselves, or one whose driver died); returns the
+    tasks' states, as the store has them then."""
     states = engine.store.task_states(engine.experiment_id)
     if all(s in FINAL_STATES for s in states) or engine.reload().launched_at is None:
-        return
-    if not driver_alive(engine):
-        try:
-            Driver(engine.store, engine.experiment_id, kind="sync", engine=engine).poll_once()
-        except DiskFullError as exc:  # what the store holds is still worth showing
-            warnings.warn(f"{exc} (the state shown may be behind the backends')", stacklevel=4)
+        return states
+    if driver_alive(engine):
+        return states
+    try:
+        Driver(engine.store, engine.experiment_id, kind="sync", engine=engine).poll_once()
+    except DiskFullError as exc:  # what the store holds is still worth showing
+        warnings.warn(f"{exc} (the state shown may be behind the backends')", stacklevel=4)
+    return engine.store.task_states(engine.experiment_id)
 
 
 def run_attached(engine: Engine, *, tail_logs: bool, on_interrupt: str) -> State:
