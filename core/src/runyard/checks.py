@@ -57,6 +57,12 @@ def check_tasks(tasks: list[Any]) -> list[Any]:
 
 
 def check_executor(executor: Any) -> Executor:
+    """``executor``, or a new ``LocalExecutor()`` for None (from its plugin: a clear error if
+    runyard-local is not installed)."""
+    if executor is None:
+        from runyard.plugins import resolve_export
+
+        executor = resolve_export("LocalExecutor")()
     if not isinstance(executor, Executor):
         raise ConfigError(f"executor must be a runyard executor (run.LocalExecutor(), ...), got {executor!r}")
     return executor

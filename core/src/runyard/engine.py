@@ -18,7 +18,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runyard import naming, redact, serialization
 from runyard.errors import (
@@ -33,10 +33,13 @@ from runyard.errors import (
 from runyard.executor import Backend, Executor, JobRef, JobSpec, JobStatus
 from runyard.jobfiles import JOURNAL, STDERR, STDOUT, TASK
 from runyard.logs import LogEntry, TaskLogs, parse_journal
-from runyard.plugins import Plugins, TaskSpec, plugin_manager
+from runyard.registries import TaskSpec
 from runyard.runner import script_argv
 from runyard.states import FINAL_STATES, LIVE_STATES, Event, State
 from runyard.store import AttemptRecord, ExperimentRecord, Lease, Settings, Store, TaskRecord
+
+if TYPE_CHECKING:
+    from runyard.plugins import Plugins
 
 _LIVE = tuple(LIVE_STATES)
 
@@ -82,6 +85,8 @@ class Engine:
         """The plugin manager (the process's, unless one was given), built when first needed:
         reading an experiment's tasks and states loads no plugin."""
         if self._plugins is None:
+            from runyard.plugins import plugin_manager  # (pluggy and the entry points: only now)
+
             self._plugins = plugin_manager()
         return self._plugins
 

@@ -25,7 +25,6 @@ from runyard.errors import ConfigError, ExperimentStateError
 from runyard.executor import Executor
 from runyard.jobfiles import utc
 from runyard.logs import LogEntry, TaskLogs
-from runyard.plugins import plugin_manager, resolve_export
 from runyard.registries import Plugin
 from runyard.states import FINAL_STATES, State, experiment_state
 from runyard.store import ExperimentRecord, Settings, Store, open_store
@@ -159,8 +158,8 @@ class Experiment:
             )
         group = isinstance(task, (list, tuple))
         tasks = checks.check_tasks(list(task) if group else [task])
-        executor = checks.check_executor(resolve_export("LocalExecutor")() if executor is None else executor)
-        plugin_manager().executors.executor_class(executor.kind)  # a clear error if its plugin is missing
+        executor = checks.check_executor(executor)
+        self._engine.plugins.executors.executor_class(executor.kind)  # a clear error if its plugin is missing
         deps = checks.check_dependencies(dependencies, self._engine.known_ids())
         plugins = checks.check_plugins(plugins)
         base = naming.check_name(name, "task name") if name is not None else checks.default_name(tasks[0])
@@ -332,7 +331,7 @@ class Experiment:
         info = ExperimentInfo(
             self.experiment_id, self.directory, tuple(t.executor for t in self._engine.handles())
         )
-        stored = plugin_manager().artifact_store(store).put(info, name, os.fspath(path))
+        stored = self._engine.plugins.artifact_store(store).put(info, name, os.fspath(path))
         artifact = Artifact(
             name, stored.path, description, stored.size, stored.sha256, utc(time.time()), store
         )
@@ -352,7 +351,7 @@ class Experiment:
                 f"(it has: {', '.join(artifacts) or 'none'})"
             )
         a = artifacts[name]
-        return plugin_manager().artifact_store(a.store).get(a, dest)
+        return self._engine.plugins.artifact_store(a.store).get(a, dest)
 
     # --- reproducibility -----------------------------------------------------------------------
     def create_snapshot(self) -> ExperimentSnapshot:

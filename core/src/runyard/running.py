@@ -9,11 +9,9 @@ import warnings
 
 from runyard.engine import Engine
 from runyard.errors import DiskFullError, ExperimentStateError
-from runyard.progress import make_observer
 from runyard.scheduler import STALE_AFTER, Driver
 from runyard.states import FINAL_STATES, State, experiment_state
-from runyard.store import pid_alive
-from runyard.supervisor import start_supervisor
+from runyard.store import Store, pid_alive
 
 
 def driver_alive(engine: Engine) -> bool:
@@ -43,6 +41,8 @@ def sync(engine: Engine) -> list[State]:
 
 def run_attached(engine: Engine, *, tail_logs: bool, on_interrupt: str) -> State:
     """Drive the experiment here, showing progress; Ctrl+C cancels, or detaches."""
+    from runyard.progress import make_observer  # (what only running needs: imported then)
+
     observer = make_observer(engine, tail_logs=tail_logs)
     driver = Driver(engine.store, engine.experiment_id, kind="attached", observer=observer, engine=engine)
     if not driver.claim():
@@ -143,3 +143,10 @@ def takeover(engine: Engine, *, detach: bool) -> State | None:
         start_supervisor(engine.store, engine.experiment_id)
         return None
     return run_attached(engine, tail_logs=False, on_interrupt="cancel")
+
+
+def start_supervisor(store: Store, experiment_id: str) -> int:
+    """A supervisor process for the experiment (``supervisor.py``); its pid once it drives it."""
+    from runyard import supervisor
+
+    return supervisor.start_supervisor(store, experiment_id)

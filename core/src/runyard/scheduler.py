@@ -16,15 +16,17 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runyard.dag import find_cycle
 from runyard.engine import Engine, TaskHandle
 from runyard.errors import BackendError
 from runyard.executor import Backend, JobRef
-from runyard.plugins import Plugins
 from runyard.states import FINAL_STATES, LIVE_STATES, Event, State, experiment_state
 from runyard.store import Lease, LeaseLostError, Store, TaskRecord
+
+if TYPE_CHECKING:
+    from runyard.plugins import Plugins
 
 HEARTBEAT_INTERVAL = 2.0  # seconds between two driver heartbeats in the store
 STALE_AFTER = 10.0  # a driver whose heartbeat is older than this is taken for dead

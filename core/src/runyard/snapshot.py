@@ -21,15 +21,12 @@ import datetime as dt
 import functools
 import json
 import os
-import platform
 import reprlib
-import subprocess
 import sys
 import types
 import typing
 import warnings
 from collections.abc import Callable
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -37,7 +34,6 @@ import attrs
 from runyard import naming, serialization
 from runyard.dag import find_cycle
 from runyard.errors import ConfigError
-from runyard.plugins import EXPORT_GROUP, PLUGIN_GROUP
 from runyard.redact import is_secret
 from runyard.serialization import TAG
 
@@ -462,6 +458,11 @@ def snapshot_fields(engine: Engine) -> dict[str, Any]:
 
 def environment(cwd: str) -> dict[str, Any]:
     """Versions and source state: runyard, installed plugins, Python, git."""
+    import platform
+    from importlib import metadata
+
+    from runyard.plugins import EXPORT_GROUP, PLUGIN_GROUP
+
     versions = {}
     for group in (PLUGIN_GROUP, EXPORT_GROUP):
         for ep in metadata.entry_points(group=group):
@@ -482,6 +483,8 @@ def environment(cwd: str) -> dict[str, Any]:
 
 
 def _git(args: list[str], cwd: str) -> str | None:
+    import subprocess
+
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
