@@ -209,3 +209,25 @@ def test_a_task_that_never_runs_has_a_failure_and_no_attempt(
 def test_a_task_that_never_launched_has_no_attempts(store: Store) -> None:
     assert store.attempts(EXP, TASK) == []
     assert store.attempts(EXP, "no-such-task") == []
+
+
+def test_a_job_the_backend_requeued_ends_its_attempt_and_runs_the_next_on_the_same_job(store: Store) -> None:
+    launch(store, 1, "job-7", at=10.0)
+    assert store.transition(
+        EXP, TASK, Event.REQUEUE, State.SUBMITTED, attempt=1, attempts=2,
+        attempt_fields={"failure": "node_failure", "reason": "requeued by the backend (node_failure)",
+                        "end_time": 15.0},
+    )  # fmt: skip
+    first, second = store.attempts(EXP, TASK)
+    assert first == attempt(1, State.FAILED, job_id="job-7", start_time=10.0, end_time=15.0,
+                            failure="node_failure", reason="requeued by the backend (node_failure)")  # fmt: skip
+    assert second == attempt(2, State.SUBMITTED, job_id="job-7")
+    now = task(store)
+    assert (now.status, now.attempts, now.job_id, now.start_time, now.failure) == (
+        State.SUBMITTED, 2, "job-7", None, None,
+    )  # fmt: skip
+    # the default failure kind of a requeue is a preemption
+    store.transition(EXP, TASK, Event.REQUEUE, State.RUNNING, attempt=2, attempts=3, start_time=30.0)
+    assert [(a.status, a.failure) for a in store.attempts(EXP, TASK)] == [
+        (State.FAILED, "node_failure"), (State.FAILED, "preempted"), (State.RUNNING, None),
+    ]  # fmt: skip

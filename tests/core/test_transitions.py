@@ -15,7 +15,11 @@ EXP, TASK = "exp-1", "train"
 ATTEMPTS = 1  # the task has run one attempt, as job "job-1"
 
 # what the callers give with the event (LAUNCH opens an attempt: its number)
-GIVEN = {Event.LAUNCH: {"attempts": ATTEMPTS + 1}, Event.RELAUNCH: {"attempts": ATTEMPTS - 1}}
+GIVEN = {
+    Event.LAUNCH: {"attempts": ATTEMPTS + 1},
+    Event.REQUEUE: {"attempts": ATTEMPTS + 1},
+    Event.RELAUNCH: {"attempts": ATTEMPTS - 1},
+}
 CASES = [(e, s) for e in Event for s in State]
 
 
@@ -133,7 +137,7 @@ def test_every_event_has_a_rule_with_known_states_and_failure_kinds() -> None:
     assert set(TRANSITIONS) == set(Event)
     for rule in TRANSITIONS.values():
         assert rule.sources and rule.targets
-        assert rule.attempt in ("open", "drop", "update", None)
+        assert rule.attempt in ("open", "next", "drop", "update", None)
         assert rule.failure in (*FAILURES, "*", None)
 
 

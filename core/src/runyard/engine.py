@@ -467,6 +467,8 @@ class TaskHandle:
         if status.claim is not None:  # the job lost its attempt's claim to another launch
             self.adopt(lease=lease, following=True)
             return
+        if status.attempt is not None and status.attempt > r.attempts:
+            r = self._requeued(status, lease)
         if status.state in FINAL_STATES:
             fields: dict[str, Any] = {
                 "exit_code": status.exit_code,
@@ -494,6 +496,20 @@ class TaskHandle:
             self.move(
                 Event.START, lease=lease, attempt=r.attempts, start_time=_ts(status.start_time) or time.time()
             )
+
+    def _requeued(self, status: JobStatus, lease: Lease | None) -> TaskRecord:
+        """The backend ran the job again by itself (requeued after a preemption or a node
+        failure): each attempt before ``status.attempt`` ends, and the next starts, on the same
+        job; the record after that (its final state, if any, is recorded next)."""
+        failure = status.failure if status.failure == "node_failure" else "preempted"
+        to = State.SUBMITTED if status.state is State.SUBMITTED else State.RUNNING
+        for n in range(self.record.attempts, status.attempt or 0):
+            self.move(
+                Event.REQUEUE, to, lease=lease, attempt=n, attempts=n + 1, start_time=_ts(status.start_time),
+                attempt_fields={"failure": failure, "reason": f"requeued by the backend ({failure})"},
+            )  # fmt: skip
+        self.record = self.reload().record
+        return self.record
 
     def adopt(self, *, lease: Lease | None = None, following: bool = False) -> bool:
         """Find the job that runs the current attempt (its runner claimed it) and follow it.

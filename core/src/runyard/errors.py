@@ -52,6 +52,17 @@ class BackendError(RunyardError):
     """An executor's backend failed (daemon down, host unreachable, submission refused)."""
 
 
+class UnreachableError(BackendError):
+    """The backend's service cannot be reached now (a cluster's login node, a daemon): it may
+    come back. ``since``: when it was last reached, or first failed (unix time; None: not
+    known). Core never fails a task for it: a launch waits, a cancel is carried out later,
+    a read answers from the store."""
+
+    def __init__(self, message: str, since: float | None = None) -> None:
+        super().__init__(message)
+        self.since = since
+
+
 class ArtifactError(RunyardError):
     """An artifact cannot be recorded or fetched."""
 

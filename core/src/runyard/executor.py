@@ -137,6 +137,10 @@ class JobStatus:
     ``failure``: what kind of failure ended the job, when the backend knows better than the
     exit code (``"oom"``, ``"timeout"``, ``"preempted"``, ``"node_failure"``); None: core
     says ``"error"`` for an exit code, ``"lost"`` for none.
+    ``attempt``: the attempt the job is on now, when the backend ran it again by itself (a
+    requeued Slurm job: the attempt it started as plus its restarts); core then closes the
+    attempts before it (``failure``: "preempted" unless the backend says "node_failure") and
+    records the new one, on the same job id.
     ``claim``: set when the job is not the one that runs the attempt — another launch's
     runner claimed it (see ``jobfiles.CLAIM``); core then adopts that job (``Backend.adopt``).
     """
@@ -148,6 +152,7 @@ class JobStatus:
     end_time: dt.datetime | None = None
     claim: dict[str, Any] | None = None
     failure: str | None = None  # a failure kind the backend knows (``states.FAILURES``): "oom"...
+    attempt: int | None = None  # the attempt the job runs now, when it moved on (requeued)
 
 
 class Backend(abc.ABC):
@@ -213,6 +218,18 @@ class Backend(abc.ABC):
     def cancel(self, job: JobRef) -> None:
         """End the job; no error if it has ended already."""
         self._cancel(job)
+
+    def cancel_many(self, jobs: Sequence[JobRef]) -> list[Exception | None]:
+        """End several jobs; one result per job, in order: None, or the error that kept it
+        from ending. Override to end them together (one ``scancel`` for many jobs)."""
+        out: list[Exception | None] = []
+        for job in jobs:
+            try:
+                self.cancel(job)
+                out.append(None)
+            except Exception as exc:  # reported per job: one failure must not keep the others
+                out.append(exc)
+        return out
 
     def pause(self, job: JobRef) -> None:
         """Suspend a running job."""

@@ -80,6 +80,7 @@ class Event(str, enum.Enum):
     PAUSE = "pause"  # pause() of a running job
     RESUME = "resume"  # resume() of a paused job
     RETRY = "retry"  # retry() of an ended task
+    REQUEUE = "requeue"  # the backend runs the job again by itself: the attempt ends, a new one starts
 
     def __str__(self) -> str:
         return self.value
@@ -90,7 +91,8 @@ class Transition:
     """One event's rule: the states it may start from and those it may lead to.
 
     ``attempt`` says what the event does to the record of the task's current attempt:
-    ``"open"`` starts a new one, ``"drop"`` forgets it (it never ran: it runs again under the
+    ``"open"`` starts a new one, ``"next"`` ends it (FAILED, with the failure kind given) and
+    starts the next on the same job, ``"drop"`` forgets it (it never ran: it runs again under the
     same number), ``"update"`` carries the task's new state and fields into it (an attempt
     that ends in PENDING, a re-run, is recorded FAILED), None leaves it alone.
     ``failure`` is the failure kind the event gives the task (``"*"``: the caller says).
@@ -129,6 +131,7 @@ TRANSITIONS: dict[Event, Transition] = {
     Event.PAUSE: _t([_S, _R], [_P], "update"),
     Event.RESUME: _t([_P], [_S, _R], "update"),
     Event.RETRY: _t(FINAL_STATES, [State.PENDING]),
+    Event.REQUEUE: _t(LIVE_STATES, [_S, _R], "next", "preempted"),
 }
 
 

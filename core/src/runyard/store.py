@@ -1047,7 +1047,7 @@ class Store:
         a field that is not a column."""
         event = Event(event)
         sources, to = check_transition(event, to)
-        if TRANSITIONS[event].attempt == "open" and "attempts" not in fields:
+        if TRANSITIONS[event].attempt in ("open", "next") and "attempts" not in fields:
             raise ValueError(f"event {event} opens an attempt: say its number (attempts=N)")
         if {"status", "rev"} & fields.keys():
             raise ValueError("status and rev are the store's to set: give the event (and to)")
@@ -1086,7 +1086,7 @@ class Store:
             return None
         rule = TRANSITIONS[event]
         values = dict(fields)
-        if rule.attempt == "open":  # the task row describes its latest attempt: this new one
+        if rule.attempt in ("open", "next"):  # the task row describes its latest attempt: this new one
             values.update({k: None for k in _CLEARED_ON_LAUNCH if k not in fields})
         task = {**now, **values}
         outcome = values["failure"] if "failure" in values else _failure(rule, to, task["exit_code"])
@@ -1102,6 +1102,17 @@ class Store:
         if rule.attempt == "open":
             _insert(db, AttemptRecord, {**key, "attempt": task["attempts"], "status": to, **copied,
                                         **attempt_fields}, replace=True)  # fmt: skip
+        elif rule.attempt == "next":  # the attempt ends as the backend said; the next runs on its job
+            ended = {
+                "status": State.FAILED,
+                "end_time": time.time(),
+                "failure": rule.failure,
+                **attempt_fields,
+            }
+            _update(db, AttemptRecord, ended, **key, attempt=number)
+            _insert(
+                db, AttemptRecord, {**key, "attempt": task["attempts"], "status": to, **copied}, replace=True
+            )
         elif rule.attempt == "drop":
             db.execute(
                 "DELETE FROM attempts WHERE experiment_id = ? AND task_id = ? AND attempt = ?",

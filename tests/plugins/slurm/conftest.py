@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 import runyard as run
-from _slurm_helpers import Cluster
+from _slurm_helpers import Cluster, Relay
 from runyard.states import FINAL_STATES
 from runyard.store import open_store
+from runyard_slurm.tunnel import close_sessions
 
 
 @pytest.fixture
@@ -54,3 +55,15 @@ def cluster(slurm_cluster: Any, monkeypatch: pytest.MonkeyPatch, runyard_home: s
         while pid and os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
             time.sleep(0.05)
         c.sh(f"rm -rf {shlex.quote(job_dir + '/' + record.id)}")
+
+
+@pytest.fixture
+def relay(cluster: Cluster) -> Iterator[Relay]:
+    """A relay in front of the test sshd (``_slurm_helpers.Relay``), to fail the network on cue;
+    executors reach the cluster through it with ``port=relay.port`` (and a known_hosts file
+    listing the sshd's key for that port: ``test_slurm_connection.known_hosts_for``)."""
+    r = Relay((cluster.facts.host, cluster.facts.port))
+    r.start()
+    yield r
+    r.stop()
+    close_sessions()

@@ -19,90 +19,10 @@ from pathlib import Path
 import pytest
 import runyard as run
 import taskdefs
-from _slurm_helpers import Cluster, job_refs, until
+from _slurm_helpers import Cluster, Relay, job_refs, known_hosts_for, until
 from runyard.errors import BackendError
 from runyard.plugins import plugin_manager
 from runyard_slurm.tunnel import close_sessions, session_for
-
-
-class Relay:
-    """Forwards 127.0.0.1:<port> to the test sshd; ``stop()`` drops every connection."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-        self._server: socket.socket | None = None
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", self.port))
-        server.listen(16)
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def stop(self) -> None:
-        if self._server is not None:
-            try:
-                self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-            except OSError:
-                pass
-            self._server.close()
-            self._server = None
-        with self._lock:
-            for s in self._open:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-            self._open = []
-
-
-def known_hosts_for(cluster: Cluster, path: Path, port: int) -> str:
-    """A known_hosts file with the test sshd's key listed for 127.0.0.1:<port>."""
-    line = Path(cluster.facts.known_hosts).read_text().split(maxsplit=1)[1]
-    path.write_text(f"[127.0.0.1]:{port} {line}")
-    return str(path)
-
-
-@pytest.fixture
-def relay(cluster: Cluster) -> Iterator[Relay]:
-    r = Relay((cluster.facts.host, cluster.facts.port))
-    r.start()
-    yield r
-    r.stop()
-    close_sessions()
 
 
 @pytest.fixture
