@@ -151,6 +151,49 @@ def bench_runyard(f: dict[str, str], job_dir: str, array: bool, wait: bool) -> d
     return result
 
 
+def bench_cancel(f: dict[str, str], job_dir: str) -> dict[str, Any]:
+    """``exp.cancel_all()`` of 100 pending Slurm jobs (one job per task, held back an hour by
+    ``--begin``): seconds, and commands on the connection (one ``scancel`` per cluster)."""
+    home = tempfile.mkdtemp(prefix="runyard-bench-slurm-")
+    os.environ.update({"RUNYARD_HOME": home, "RUNYARD_SLURM_JOB_DIR": job_dir})
+    import runyard as run
+    from runyard.plugins import plugin_manager, reset_plugin_manager
+    from runyard.store import close_store
+    from runyard_slurm.tunnel import close_sessions, session_for
+
+    reset_plugin_manager()
+    close_sessions()
+    executor = run.SlurmExecutor(
+        partition=f.get("RUNYARD_TEST_SLURM_DEFAULT_PARTITION", "cpu"), code=None, array=False,
+        additional_parameters={"begin": "now+3600"},
+    )  # fmt: skip
+    exp = run.Experiment("bench-slurm-cancel")
+    for _ in range(N):
+        exp.add(run.Script(inline="sleep 1"), executor=executor)
+    exp.run(detach=True)
+    deadline = time.monotonic() + 120
+    while not all(r.job_id for r in exp.store.tasks(exp.experiment_id)):
+        assert time.monotonic() < deadline, "tasks still without a Slurm job id after 120 s"
+        time.sleep(0.05)
+    session = session_for(executor.tunnel)
+    commands = session.commands
+    t = time.perf_counter()
+    cancelled = exp.cancel_all()
+    seconds = time.perf_counter() - t
+    result = {
+        "cancel_s": seconds,
+        "cancel_commands": session.commands - commands,
+        "cancelled": len(cancelled),
+    }
+    tag = shlex.quote(f"runyard:{exp.experiment_id}/")  # their comment (sbatch.tag)
+    left = session.run(f"squeue -h -t PD -o %k | grep -c -F {tag} || true").stdout.strip()
+    assert len(cancelled) == N and left == "0", f"cancelled {len(cancelled)} of {N}; {left} still pending"
+    plugin_manager().close_backends()
+    close_store(home)
+    shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
 # --------------------------------------------------------------------------- NeMo Run
 NEMO = r"""
 import json, os, sys, time
@@ -225,6 +268,9 @@ def main() -> int:
         results["runyard_jobs"] = bench_runyard(f, f"{base}/runyard-jobs", array=False, wait=True)
         log("runyard, default: the 100 tasks as one job array")
         results["runyard_array"] = bench_runyard(f, f"{base}/runyard-array", array=True, wait=False)
+        log("runyard, cancel of 100 pending jobs")
+        results["runyard_cancel"] = bench_cancel(f, f"{base}/runyard-cancel")
+        results["runyard_unreachable"] = bench_unreachable(f, f"{base}/runyard-unreachable")
         if not args.no_nemo:
             if not os.path.exists(args.nemo_python):
                 log(f"no {args.nemo_python}: create it with `python3 -m venv /tmp/nemo-venv && "
@@ -262,6 +308,14 @@ def main() -> int:
           f"{array['submit_commands']} as an array; a poll = {jobs['poll_commands']} command (squeue); "
           f"{jobs['connections']} SSH connection; all 100 SUCCEEDED {jobs['all_done_s']:.1f} s after run() "
           "(2 CPUs: 50 rounds of two 1-second jobs)")  # fmt: skip
+    cancel = results["runyard_cancel"]
+    print(f"runyard: cancel of 100 jobs (one job per task, pending) = {cancel['cancel_commands']} command(s), "
+          f"{cancel['cancel_s']:.2f} s")  # fmt: skip
+    u = results["runyard_unreachable"]
+    print(f"runyard: status with the cluster unreachable (refused / black hole), seconds: a backend poll, "
+          f"first of the outage {u['stop_poll_first_s']:.2f} / {u['blackhole_poll_first_s']:.2f}, next "
+          f"{u['stop_poll_next_s']:.3f} / {u['blackhole_poll_next_s']:.3f}; then exp.status() {u['stop_status_s']:.3f}"
+          f" / {u['blackhole_status_s']:.3f}; `runyard status` {u['stop_cli_s']:.2f} / {u['blackhole_cli_s']:.2f}")  # fmt: skip
     if nemo:
         print("NeMo Run/runyard ratio: against runyard's one-job-per-task figures (the like-for-like case)")
     if args.json:
@@ -270,6 +324,85 @@ def main() -> int:
     if missed:
         log("a target was missed (see the table)")
     return 0
+
+
+def bench_unreachable(f: dict[str, str], job_dir: str) -> dict[str, Any]:
+    """Status latency with the cluster unreachable: 10 live Slurm jobs reached through a relay
+    that then refuses connections (``stop``) or swallows every byte (``blackhole``); seconds of
+    a backend poll, the first of the outage (it retries for ``retry_for``) and the next (the
+    session knows the outage: it fails at once), then of ``exp.status()`` in this process and
+    of ``runyard status`` as a process of its own (which knows nothing of the outage)."""
+    home = tempfile.mkdtemp(prefix="runyard-bench-slurm-")
+    os.environ.update({"RUNYARD_HOME": home, "RUNYARD_SLURM_JOB_DIR": job_dir})
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    import runyard as run
+    from helpers import Relay  # tests/helpers.py: the test bed's network, failed on cue
+    from runyard.errors import UnreachableError
+    from runyard.executor import JobRef
+    from runyard.plugins import plugin_manager, reset_plugin_manager
+    from runyard.store import close_store
+    from runyard_slurm.backend import SlurmBackend
+    from runyard_slurm.tunnel import close_sessions, session_for
+
+    reset_plugin_manager()
+    close_sessions()
+    relay = Relay((f["RUNYARD_TEST_SSH_HOST"], int(f["RUNYARD_TEST_SSH_PORT"])))
+    relay.start()
+    known = os.path.join(home, "known_hosts")
+    key = open(f["RUNYARD_TEST_SSH_KNOWN_HOSTS"]).read().split(None, 1)[1]
+    with open(known, "w") as out:
+        out.write(f"[127.0.0.1]:{relay.port} {key}")
+    tunnel = run.SSHTunnel(
+        f["RUNYARD_TEST_SSH_HOST"], f.get("RUNYARD_TEST_SSH_USER", "root"), port=relay.port,
+        identity=f["RUNYARD_TEST_SSH_KEY"], known_hosts=known, job_dir=job_dir,
+    )  # fmt: skip
+    executor = run.SlurmExecutor(
+        partition=f.get("RUNYARD_TEST_SLURM_DEFAULT_PARTITION", "cpu"), code=None, array=False, tunnel=tunnel
+    )
+    exp = run.Experiment("bench-slurm-unreachable")
+    for _ in range(10):
+        exp.add(run.Script(inline="sleep 600"), executor=executor)
+    exp.run(detach=True)
+    deadline = time.monotonic() + 120
+    while not all(r.job_id for r in exp.store.tasks(exp.experiment_id)):
+        assert time.monotonic() < deadline, "tasks still without a Slurm job id after 120 s"
+        time.sleep(0.05)
+    result: dict[str, Any] = {}
+    refs = [JobRef(r.experiment_id, r.id, r.attempts, exp.directory, executor, r.job_id or "", r.handle)
+            for r in exp.store.tasks(exp.experiment_id)]  # fmt: skip
+    for fault in ("stop", "blackhole"):
+        getattr(relay, fault)()
+        for call in ("first", "next"):  # the backend's poll: the first retries for retry_for (30 s)
+            t = time.perf_counter()
+            try:
+                SlurmBackend().poll(refs)
+            except UnreachableError:
+                pass
+            result[f"{fault}_poll_{call}_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        exp.status()
+        result[f"{fault}_status_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "runyard", "status", exp.experiment_id], capture_output=True,
+                       timeout=600, check=False)  # fmt: skip
+        result[f"{fault}_cli_s"] = time.perf_counter() - t
+        relay.stop()  # back: connections through it open again
+        relay.start()
+        session = session_for(tunnel)
+        deadline = time.monotonic() + 60
+        while True:  # until the session has noticed
+            try:
+                session.run("true")
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "still unreachable a minute after the relay is back"
+                time.sleep(0.5)
+    exp.cancel_all()
+    relay.stop()
+    plugin_manager().close_backends()
+    close_store(home)
+    shutil.rmtree(home, ignore_errors=True)
+    return result
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -103,3 +105,112 @@ class ChildProcessBackend(Backend):
     def _close(self) -> None:
         for job_id in list(self.procs):
             self._kill(job_id)
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1:<port> in front of the test sshd: the network between runyard
+    and the cluster, made to fail on cue without touching the services other tests use.
+
+    ``stop()`` drops every connection and refuses new ones (a host that went away);
+    ``start()`` brings it back. ``blackhole()`` keeps every connection open but forwards
+    nothing more either way (a network that swallows packets: no reset, no error) until
+    ``release()``; ``mute_replies()`` forwards what runyard sends but not what the server
+    answers, so a command runs on the cluster while its reply is lost."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._server: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._flowing = threading.Event()  # set: bytes go both ways
+        self._flowing.set()
+        self._replies = threading.Event()  # set: the server's bytes go back to runyard
+        self._replies.set()
+
+    def start(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(16)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._open += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, reply: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                self._flowing.wait()
+                if reply:
+                    self._replies.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def blackhole(self) -> None:
+        self._flowing.clear()
+
+    def mute_replies(self) -> None:
+        self._replies.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+        self._replies.set()
+
+    def stop(self) -> None:
+        """Drop every connection and refuse new ones (a blackhole ends: the bytes held are lost)."""
+        if self._server is not None:
+            try:
+                self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            self._server.close()
+            self._server = None
+        with self._lock:
+            for s in self._open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self._open = []
+        self.release()
+
+
+def end_everything(home: str, timeout: float = 30.0) -> list[str]:
+    """Cancel what the experiments in ``home`` left live and wait (up to ``timeout`` s each)
+    for their drivers to exit; the ids of the experiments, for a fixture to clean up after."""
+    import runyard as run
+    from runyard.states import FINAL_STATES
+    from runyard.store import open_store, pid_alive
+
+    store = open_store(home)
+    ids = []
+    for record in store.experiments():
+        ids.append(record.id)
+        if record.launched_at and any(s not in FINAL_STATES for s in store.task_states(record.id)):
+            run.Experiment.from_id(record.id, base_dir=home).cancel_all()
+        pid = store.experiment(record.id).driver_pid
+        deadline = time.monotonic() + timeout
+        while pid and pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return ids

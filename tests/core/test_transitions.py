@@ -152,9 +152,20 @@ def test_every_unfinished_state_can_reach_a_final_state() -> None:
 
 
 def test_only_retry_and_uncancel_leave_a_final_state() -> None:
-    leaving = {e for e, rule in TRANSITIONS.items() if rule.sources & FINAL_STATES}
+    leaving = {
+        e for e, rule in TRANSITIONS.items() if rule.sources & FINAL_STATES and rule.targets - FINAL_STATES
+    }
     assert leaving == {Event.RETRY, Event.UNCANCEL}
     assert TRANSITIONS[Event.RETRY].targets == {State.PENDING}
+    # the one event that starts from a final state and stays there only notes that a cancelled
+    # task's job is still to be ended (its backend was unreachable)
+    staying = {e for e, rule in TRANSITIONS.items() if rule.sources & FINAL_STATES} - leaving
+    assert staying == {Event.CANCEL_PENDING}
+    assert (
+        TRANSITIONS[Event.CANCEL_PENDING].targets
+        == {State.CANCELLED}
+        == TRANSITIONS[Event.CANCEL_PENDING].sources
+    )
 
 
 def test_only_launch_opens_an_attempt_and_only_from_pending() -> None:

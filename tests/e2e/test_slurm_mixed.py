@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import runyard as run
 import taskdefs
+from helpers import end_everything
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,16 +27,9 @@ def slurm(slurm_cluster: Any, monkeypatch: pytest.MonkeyPatch, runyard_home: str
                        "POLL_MAX": str(slurm_cluster.poll_max)}.items():  # fmt: skip
         monkeypatch.setenv(f"RUNYARD_SLURM_{var}", value)
     yield lambda **fields: run.SlurmExecutor(code=TESTS, **fields)
-    from runyard.store import open_store
     from runyard_slurm.tunnel import session_for
 
-    for record in open_store(runyard_home).experiments():
-        exp = run.Experiment.from_id(record.id)
-        exp.cancel_all()
-        pid = exp.store.experiment(record.id).driver_pid
-        deadline = time.monotonic() + 30
-        while pid and os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-            time.sleep(0.05)
+    end_everything(runyard_home)
     session_for(run.SlurmExecutor().tunnel).run(f"rm -rf {shlex.quote(job_dir)}")
 
 

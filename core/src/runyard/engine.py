@@ -17,18 +17,21 @@ import os
 import secrets
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runyard import naming, redact, serialization
 from runyard.errors import (
     BackendError,
+    BackendRefusedError,
     ConfigError,
     DamagedStoreError,
     MissingSecretError,
     SerializationError,
     TaskStateError,
     UnknownTaskError,
+    UnreachableError,
 )  # fmt: skip
 from runyard.executor import Backend, Executor, JobRef, JobSpec, JobStatus
 from runyard.jobfiles import JOURNAL, STDERR, STDOUT, TASK
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
     from runyard.plugins import Plugins
 
 _LIVE = tuple(LIVE_STATES)
+CANCEL_PENDING = "cancel_pending"  # in a cancelled task's handle: its job is still to be ended
+UNREACHABLE_RETRY = 5.0  # seconds before a launch tries again a backend found unreachable
 
 
 class Engine:
@@ -59,6 +64,8 @@ class Engine:
         self._executors: dict[str, Executor] = {}  # a task's executor never changes: decoded once
         self._direct: Backend | None = None
         self._ids: set[str] | None = None  # see known_ids
+        # backends found unreachable (by id): when, and what they said; launches on them wait
+        self.unreachable: dict[int, tuple[float, UnreachableError]] = {}
         self._directory: str | None = None
         self._suffix_hints: dict[str, int] = {}  # see _unique
 
@@ -278,13 +285,25 @@ class Engine:
         for backend, group in groups.values():
             try:
                 statuses = backend.poll([h.ref() for h in group])
-            except BackendError:
+            except UnreachableError as exc:
+                self.unreachable[id(backend)] = (time.monotonic(), exc)
                 continue
+            except BackendRefusedError:
+                raise  # waiting cannot help: the driver stops, saying what to fix
+            except BackendError:
+                continue  # (a command that failed this time: polled again next turn)
+            self.unreachable.pop(id(backend), None)
             for h in group:
                 status = statuses.get(h.record.job_id or "")
                 if status is not None:
                     out[h.id] = status
         return out
+
+    def waiting(self, backend: Backend) -> bool:
+        """Whether launches on ``backend`` wait a moment: it was unreachable less than
+        ``UNREACHABLE_RETRY`` seconds ago (then the next launch tries it again)."""
+        found = self.unreachable.get(id(backend))
+        return found is not None and time.monotonic() - found[0] < UNREACHABLE_RETRY
 
     def launch(self, batch: Sequence[tuple[TaskHandle, Sequence[TaskHandle]]], lease: Lease | None) -> None:
         """Launch the next attempt of each PENDING task (chained after its live dependencies),
@@ -319,6 +338,11 @@ class Engine:
         for backend, launched in groups.values():
             results = backend.launch_many([spec for _, spec in launched])
             for (h, spec), result in zip(launched, results, strict=True):
+                if isinstance(result, UnreachableError):  # it may come back: no attempt used, wait
+                    self.unreachable[id(backend)] = (time.monotonic(), result)
+                    h.move(Event.RELAUNCH, lease=lease, attempt=spec.attempt, attempts=spec.attempt - 1,
+                           reason=f"waiting: {result}")  # fmt: skip
+                    continue
                 if isinstance(result, Exception):  # the backend refused: the attempt failed, say why
                     to = State.PENDING if spec.attempt <= self.max_retries else State.FAILED
                     h.move(Event.LAUNCH_FAILED, to, lease=lease, attempt=spec.attempt,
@@ -337,10 +361,42 @@ class Engine:
 
     # --- control verbs on many tasks -----------------------------------------------------
     def cancel_all(self, reason: str, *, lease: Lease | None = None) -> list[str]:
-        """Cancel every task that has not ended; returns their ids."""
-        return [
-            h.id for h in self.handles() if h.status not in FINAL_STATES and h.cancel(reason, lease=lease)
-        ]
+        """Cancel every task that has not ended; returns their ids. Each is recorded CANCELLED
+        first, then the jobs are ended together, one ``cancel_many`` per backend (one round trip
+        for a cluster's jobs). The first error other than an unreachable backend is raised once
+        every task has been dealt with (those it concerns are not cancelled)."""
+        done: list[str] = []
+        ending: dict[int, tuple[Backend, list[tuple[TaskHandle, State]]]] = {}
+        for h in self.handles():
+            if h.status in FINAL_STATES:
+                continue
+            previous = h.move(Event.CANCEL, lease=lease, reason=reason, end_time=time.time())
+            if previous is None:
+                continue  # it ended meanwhile
+            done.append(h.id)
+            current = h.reload()
+            if current.record.job_id is not None:
+                backend = current.backend
+                ending.setdefault(id(backend), (backend, []))[1].append((current, previous))
+        first: Exception | None = None
+        for backend, group in ending.values():
+            results = backend.cancel_many([h.ref() for h, _ in group])
+            for (h, previous), exc in zip(group, results, strict=True):
+                if exc is None:
+                    continue
+                try:
+                    h.cancel_failed(previous, exc)
+                except Exception as raised:
+                    done.remove(h.id)
+                    first = first or raised
+        if first is not None:
+            raise first
+        return done
+
+    def finish_cancels(self, records: Sequence[TaskRecord]) -> bool:
+        """``finish_cancel`` of those ``records`` whose job is still to be ended; True when none
+        is left."""
+        return all([self.handle(r).finish_cancel() for r in records if r.handle.get(CANCEL_PENDING)])
 
     def retry(self, task_id: str) -> list[str]:
         """Put an ended task back to PENDING, and every ended task that depends on it."""
@@ -558,8 +614,39 @@ class TaskHandle:
             try:
                 current.backend.cancel(current.ref())
             except Exception as exc:
-                current.move(Event.UNCANCEL, previous, reason=f"cancel failed: {exc}", end_time=None)
-                raise
+                current.cancel_failed(previous, exc)
+        return True
+
+    def cancel_failed(self, previous: State, exc: Exception) -> None:
+        """The backend could not end the job of this task, cancelled just now. Unreachable:
+        the cancel stands, noted as still to be carried out (``finish_cancel``, by the driver
+        or the next command that reaches the backend), and a warning says so. Any other error:
+        the cancel is taken back and the error raised."""
+        if isinstance(exc, UnreachableError):
+            self.move(Event.CANCEL_PENDING, handle={**self.record.handle, CANCEL_PENDING: True})
+            warnings.warn(
+                f"task {self.id!r} is cancelled, but its job could not be ended yet: {exc}; it is ended"
+                " when the backend is reachable again",
+                stacklevel=4,
+            )
+            return
+        self.move(Event.UNCANCEL, previous, reason=f"cancel failed: {exc}", end_time=None)
+        raise exc
+
+    def finish_cancel(self) -> bool:
+        """End the job of a task cancelled while its backend was unreachable (see
+        ``cancel_failed``); True once done (or nothing left to do)."""
+        r = self.record
+        if r.status is not State.CANCELLED or not r.handle.get(CANCEL_PENDING):
+            return True
+        try:
+            self.backend.cancel(self.ref())
+        except UnreachableError:
+            return False
+        except BackendError:
+            return False  # tried again at the next turn
+        done = {k: v for k, v in r.handle.items() if k != CANCEL_PENDING}
+        self.move(Event.CANCEL_PENDING, handle=done)
         return True
 
     def stop_job(self) -> None:

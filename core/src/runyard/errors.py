@@ -52,6 +52,12 @@ class BackendError(RunyardError):
     """An executor's backend failed (daemon down, host unreachable, submission refused)."""
 
 
+class BackendRefusedError(BackendError):
+    """The backend refuses to work until something is fixed by hand (a changed host key, a
+    refused login): retrying cannot help. A poll that meets it stops the driver with its
+    message, rather than wait in silence."""
+
+
 class UnreachableError(BackendError):
     """The backend's service cannot be reached now (a cluster's login node, a daemon): it may
     come back. ``since``: when it was last reached, or first failed (unix time; None: not

@@ -4,14 +4,20 @@ And waiting for it, and taking it over when its driver died."""
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 import warnings
+from typing import Any
 
-from runyard.engine import Engine
+from runyard.engine import CANCEL_PENDING, Engine
 from runyard.errors import DiskFullError, ExperimentStateError
 from runyard.scheduler import STALE_AFTER, Driver
 from runyard.states import FINAL_STATES, State, experiment_state
 from runyard.store import Store, pid_alive
+
+SYNC_WAIT = 2.0  # seconds a read waits for the backends' news before it answers from the store
+_syncing: dict[str, threading.Thread] = {}  # experiment id -> a sync still waiting on its backends
 
 
 def driver_alive(engine: Engine) -> bool:
@@ -23,20 +29,70 @@ def driver_alive(engine: Engine) -> bool:
     )  # fmt: skip
 
 
-def sync(engine: Engine) -> list[State]:
+def sync(engine: Engine, wait: float | None = None) -> list[State]:
     """Read the backends' news into the store when no process drives the experiment (a
-    detached experiment whose jobs drive themselves, or one whose driver died); returns the
-    tasks' states, as the store has them then."""
+    detached experiment whose jobs drive themselves, or one whose driver died; or jobs of
+    cancelled tasks still to be ended); returns the tasks' states, as the store has them then.
+
+    A read never hangs on a backend: the store's states are answered after ``wait`` seconds at
+    most, with a warning, while the news (if any) is recorded in the background; a backend
+    found unreachable is named in a warning, with since when."""
     states = engine.store.task_states(engine.experiment_id)
-    if all(s in FINAL_STATES for s in states) or engine.reload().launched_at is None:
+    record = engine.reload()
+    if record.launched_at is None or driver_alive(engine):
         return states
-    if driver_alive(engine):
+    if all(s in FINAL_STATES for s in states):
+        if record.ended_at is not None or not _cancels_pending(engine):
+            return states
+    failed: list[BaseException] = []
+    wait = SYNC_WAIT if wait is None else wait
+    late = (
+        f"the backends of {engine.experiment_id} did not answer within {wait:g}s: the states shown"
+        " are the last recorded (they are brought up to date when the backends answer)"
+    )
+    earlier = _syncing.get(engine.experiment_id)
+    if earlier is not None and earlier.is_alive():  # the backends have not answered the last one yet
+        warnings.warn(late, stacklevel=4)
         return states
-    try:
-        Driver(engine.store, engine.experiment_id, kind="sync", engine=engine).poll_once()
-    except DiskFullError as exc:  # what the store holds is still worth showing
-        warnings.warn(f"{exc} (the state shown may be behind the backends')", stacklevel=4)
+
+    def poll() -> None:
+        try:
+            Driver(engine.store, engine.experiment_id, kind="sync", engine=engine).poll_once()
+        except BaseException as exc:  # reported by the caller's thread
+            failed.append(exc)
+
+    worker = _syncing[engine.experiment_id] = threading.Thread(target=poll, name="runyard-sync", daemon=True)
+    worker.start()
+    worker.join(wait)
+    if worker.is_alive():
+        warnings.warn(late, stacklevel=4)
+    elif failed:
+        if not isinstance(failed[0], DiskFullError):
+            raise failed[0]
+        warnings.warn(f"{failed[0]} (the state shown may be behind the backends')", stacklevel=4)
+    for _, exc in engine.unreachable.values():
+        warnings.warn(f"{exc}: the states shown are the last recorded", stacklevel=4)
     return engine.store.task_states(engine.experiment_id)
+
+
+def _cancels_pending(engine: Engine) -> bool:
+    return any(r.handle.get(CANCEL_PENDING) for r in engine.store.tasks(engine.experiment_id))
+
+
+def _quiet(interrupt: KeyboardInterrupt) -> None:
+    """Mark a Ctrl+C runyard has dealt with (cancelled or detached, and said so): raised on, it
+    stops the caller's program as any Ctrl+C does (exit by SIGINT), but uncaught it prints no
+    traceback (``sys.excepthook`` skips it; every other exception is shown as before)."""
+    interrupt.runyard_handled = True  # type: ignore[attr-defined]
+    previous = sys.excepthook
+    if not getattr(previous, "runyard_quiet", False):
+
+        def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+            if not (kind is KeyboardInterrupt and getattr(value, "runyard_handled", False)):
+                previous(kind, value, tb)
+
+        hook.runyard_quiet = True  # type: ignore[attr-defined]
+        sys.excepthook = hook
 
 
 def run_attached(engine: Engine, *, tail_logs: bool, on_interrupt: str) -> State:
@@ -54,7 +110,7 @@ def run_attached(engine: Engine, *, tail_logs: bool, on_interrupt: str) -> State
         state = driver.run()
         observer.finish(state)
         return state
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if on_interrupt == "detach":
             driver.release()
             pid = start_supervisor(engine.store, engine.experiment_id)
@@ -62,6 +118,7 @@ def run_attached(engine: Engine, *, tail_logs: bool, on_interrupt: str) -> State
         else:
             driver.cancel_all("cancelled (interrupted)")
             observer.say(f"interrupted: cancelled the tasks of {engine.experiment_id} that had not ended")
+        _quiet(interrupt)
         raise
     finally:
         driver.release()
@@ -76,8 +133,9 @@ def run_direct(engine: Engine) -> State:
         raise ExperimentStateError(f"experiment {engine.experiment_id} is driven by another live process")
     try:
         return driver.run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         driver.cancel_all("cancelled (interrupted)")
+        _quiet(interrupt)
         raise
     finally:
         driver.release()

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runyard.dag import find_cycle
-from runyard.engine import Engine, TaskHandle
+from runyard.engine import CANCEL_PENDING, UNREACHABLE_RETRY, Engine, TaskHandle
 from runyard.errors import BackendError
 from runyard.executor import Backend, JobRef
 from runyard.states import FINAL_STATES, LIVE_STATES, Event, State, experiment_state
@@ -118,6 +118,7 @@ class Driver:
         """
         self._setup()
         self._poll()
+        self._finish_cancels()
         self._cascade_failures()
 
     def needs_driver(self) -> bool:
@@ -126,7 +127,7 @@ class Driver:
         self._refresh()
         open_tasks = [t for t in self.tasks.values() if t.status not in FINAL_STATES]
         if not open_tasks:
-            return False
+            return self._cancels_left()
         if self.engine.max_retries or self._settings.timeout:
             return True
         return any(t.job_id is None or not self._handle(t).backend.self_driving for t in open_tasks)
@@ -180,7 +181,7 @@ class Driver:
             if self.observer is not None:
                 self.observer.update(list(self.tasks.values()), changed)
             states = [t.status for t in self.tasks.values()]
-            if all(s in FINAL_STATES for s in states):
+            if all(s in FINAL_STATES for s in states) and not self._cancels_left():
                 self.store.mark_ended(self.experiment_id, True)
                 self.release()
                 # a retry from another process may have landed just now: if so, drive on
@@ -206,6 +207,7 @@ class Driver:
         before = {k: (t.status, t.attempts, t.rev) for k, t in self.tasks.items()}
         self._refresh()
         self._poll()
+        self._finish_cancels()
         self._cascade_failures()
         self._enforce_timeout(now)
         self._launch_ready()
@@ -251,6 +253,16 @@ class Driver:
                            reason=f"dependency cycle: {' -> '.join(cycle)}", end_time=time.time())  # fmt: skip
                 open_tasks.pop(task_id, None)
         self._refresh()
+
+    def _cancels_left(self) -> bool:
+        """Whether a cancelled task's job is still to be ended (its backend was unreachable)."""
+        return any(t.status is State.CANCELLED and t.handle.get(CANCEL_PENDING) for t in self.tasks.values())
+
+    def _finish_cancels(self) -> None:
+        """End the jobs of tasks cancelled while their backend was unreachable."""
+        if self._cancels_left():
+            self.engine.finish_cancels(list(self.tasks.values()))
+            self._refresh()
 
     # --- polling ----------------------------------------------------------------------------
     def _poll(self) -> None:
@@ -323,7 +335,8 @@ class Driver:
                 continue  # (a missing dependency: _cascade_failures cancels it)
             deps = [self.tasks[d] for d in task.dependencies]
             if all(d.status is State.SUCCEEDED for d in deps):
-                out.append((self._handle(task), []))
+                if not self.engine.waiting(self._handle(task).backend):  # (unreachable: wait a moment)
+                    out.append((self._handle(task), []))
                 continue
             if not chaining or any(d.status not in (*_RUNNABLE, State.SUCCEEDED) for d in deps):
                 continue
@@ -332,6 +345,8 @@ class Driver:
                 continue
             handle = self._handle(task)
             backend = handle.backend
+            if self.engine.waiting(backend):
+                continue  # its backend is unreachable: launches on it wait a moment
             if type(backend).can_chain is Backend.can_chain:
                 continue  # this backend never chains: no need to build a job spec to ask
             refs: list[JobRef] = [d.ref() for d in live]
@@ -375,6 +390,8 @@ class Driver:
             fds.extend(backend.wakeup_fds(refs))
         if pending and not live:
             wait = min(wait, 0.2)  # waiting on another process (resume, retry) to move things
+        if self.engine.unreachable or self._cancels_left():
+            wait = min(wait, UNREACHABLE_RETRY)  # try an unreachable backend again soon
         if self.observer is not None:
             tick = self.observer.wants_tick()
             if tick is not None:

@@ -81,6 +81,7 @@ class Event(str, enum.Enum):
     RESUME = "resume"  # resume() of a paused job
     RETRY = "retry"  # retry() of an ended task
     REQUEUE = "requeue"  # the backend runs the job again by itself: the attempt ends, a new one starts
+    CANCEL_PENDING = "cancel_pending"  # a cancelled task's job is still to be ended (backend unreachable)
 
     def __str__(self) -> str:
         return self.value
@@ -132,6 +133,7 @@ TRANSITIONS: dict[Event, Transition] = {
     Event.RESUME: _t([_P], [_S, _R], "update"),
     Event.RETRY: _t(FINAL_STATES, [State.PENDING]),
     Event.REQUEUE: _t(LIVE_STATES, [_S, _R], "next", "preempted"),
+    Event.CANCEL_PENDING: _t([State.CANCELLED], [State.CANCELLED], None, "cancelled"),
 }
 
 

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from runyard import redact
-from runyard.errors import BackendError, DiskFullError, disk_full
+from runyard.errors import BackendError, BackendRefusedError, DiskFullError, disk_full
 from runyard.store import Store, open_store, pid_alive
 
 LOG = "supervisor.log"
@@ -102,6 +102,9 @@ def main(argv: list[str]) -> int:
     print(f"{stamp} supervisor pid {os.getpid()} drives {experiment_id}", flush=True)
     try:
         state = driver.run()
+    except BackendRefusedError as exc:  # nothing to wait for: say what to fix, in one line
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} stopped: {exc}", flush=True)
+        return 1
     finally:
         driver.release()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")

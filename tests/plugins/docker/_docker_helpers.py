@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import helpers
 import runyard as run
 
 LABEL = "runyard.experiment"
+HOST_BRIDGE = "/sys/class/net/docker0"  # the shared engine's bridge network
 
 
 def until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.05) -> Any:
@@ -23,3 +32,133 @@ def task(exp: run.Experiment, task_id: str) -> Any:
 def containers_of(client: Any, experiment_id: str) -> list[Any]:
     """Every container (running or not) of an experiment, by its label."""
     return client.containers.list(all=True, sparse=True, filters={"label": f"{LABEL}={experiment_id}"})
+
+
+class SocketRelay:
+    """A unix-socket relay in front of the Docker engine's socket: the daemon, made to go
+    away on cue without stopping the engine other tests use.
+
+    ``stop()`` drops every connection and removes the socket file, so every call fails as it
+    does against a stopped daemon (a raw ``requests`` ConnectionError in the SDK); ``start()``
+    brings it back. ``stop_on(b"DELETE ")`` stops it when runyard sends a request that starts
+    so, the request lost (the daemon went away just as it was sent)."""
+
+    def __init__(self, target: str, path: str) -> None:
+        self.target, self.path = target, path
+        self.stopped = threading.Event()  # set while it is stopped
+        self.stops = 0  # how many times it was
+        self._server: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._trap: bytes | None = None
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.path}"
+
+    def start(self) -> None:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(self.path)
+        server.listen(32)
+        self._server = server
+        self.stopped.clear()
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def stop_on(self, prefix: bytes) -> None:
+        self._trap = prefix
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            with self._lock:
+                self._open += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, request: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                trap = self._trap
+                if request and trap is not None and data.startswith(trap):
+                    self._trap = None
+                    self.stop()
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        if self._server is not None:
+            try:
+                self._server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        with self._lock:
+            for s in self._open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            self._open = []
+        self.stops += 1
+        self.stopped.set()
+
+
+class Dockerd:
+    """A Docker daemon of the test's own (its own data and exec roots and socket), with the
+    test image loaded: one to SIGTERM and start again while the shared engine serves other
+    tests. It runs in a network namespace of its own, where its ``docker0`` bridge is its own
+    (beside the shared engine's it would delete that one, with ``--bridge=none`` too)."""
+
+    def __init__(self, root: Path, image: str, main_host: str) -> None:
+        self.root, self.image, self.main_host = root, image, main_host
+        self.socket = str(root / "docker.sock")
+        self.pidfile = root / "dockerd.pid"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        argv = [
+            "unshare", "--net", "dockerd", "--data-root", str(self.root / "data"),
+            "--exec-root", str(self.root / "exec"), "--pidfile", str(self.pidfile), "-H", self.docker_host,
+            "--iptables=false", "--ip-masq=false", "--ip6tables=false",
+        ]  # fmt: skip
+        bridge = os.path.exists(HOST_BRIDGE)
+        with open(self.root / "dockerd.log", "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        env = {**os.environ, "DOCKER_HOST": self.docker_host}
+        deadline = time.monotonic() + timeout
+        while subprocess.run(["docker", "info"], env=env, capture_output=True).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = (self.root / "dockerd.log").read_text()[-2000:]
+                raise AssertionError(f"a second dockerd did not start ({argv}):\n{tail}")
+            time.sleep(0.2)
+        assert os.path.exists(HOST_BRIDGE) == bridge, "the second dockerd changed the host's docker0"
+
+    def load_image(self) -> None:
+        save = subprocess.Popen(["docker", "-H", self.main_host, "save", self.image], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "-H", self.docker_host, "load"], stdin=save.stdout, check=True,
+                       capture_output=True)  # fmt: skip
+        assert save.wait() == 0
+
+    def stop(self) -> None:
+        """SIGTERM, as `systemctl stop docker` does; waits for it to end."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)

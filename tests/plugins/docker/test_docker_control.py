@@ -191,14 +191,24 @@ def test_an_image_without_the_interpreter_fails_the_launch_saying_so(docker_exec
     assert t.reason.endswith("does image 'runyard-test/python:3.11' have 'python9'? (DockerExecutor.python)")
 
 
-def test_a_daemon_that_does_not_run_fails_the_launch_saying_how_to_start_it(
+def test_a_daemon_that_does_not_run_keeps_the_launch_waiting_saying_how_to_start_it(
     runyard_plugins: Plugins, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An unreachable daemon fails no task: it waits, PENDING, no attempt used, saying why."""
     socket = f"unix://{tmp_path}/no-daemon.sock"
     monkeypatch.setenv("DOCKER_HOST", socket)  # nothing listens there: the real engine is left alone
-    t = run_failing(run.DockerExecutor(image="img", code=None))
-    assert t.reason.startswith(f"launch failed: cannot reach the Docker daemon at {socket} (")
+    exp = run.Experiment("docker-no-daemon")
+    exp.add(run.Config(taskdefs.hello), executor=run.DockerExecutor(image="img", code=None), name="t")
+    exp.run(detach=True)
+    t = until(
+        lambda: (v := task(exp, "t")).reason and v.reason.startswith("waiting") and v, "the launch to wait"
+    )
+    assert (t.status, t.attempts) == ("PENDING", 0)
+    assert t.reason.startswith(f"waiting: cannot reach the Docker daemon at {socket} (")
     assert "is it running? start it with `sudo systemctl start docker` (or run `sudo dockerd &`)" in t.reason
+    exp.cancel_all()
+    exp.wait(timeout=30)
+    assert task(exp, "t").status == "CANCELLED"
 
 
 def test_without_an_init_process_the_engine_refuses_to_start_an_image_without_the_interpreter(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 
 import helpers
 import runyard as run
+from helpers import Relay as Relay  # the network between runyard and the cluster
 from runyard.executor import JobRef
 
 TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,6 +22,24 @@ TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 def until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
     """``helpers.until`` with this folder's longer default timeout (a container or a job takes time)."""
     return helpers.until(predicate, what, timeout, interval)
+
+
+def returns_within(seconds: float, call: Callable[[], Any]) -> Any:
+    """``call()``'s result, or the exception it raised; fails the test if it is still running
+    after ``seconds`` (a loose guard against a hang, not a time measurement)."""
+    out: list[Any] = []
+
+    def target() -> None:
+        try:
+            out.append(call())
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert out, f"still running after {seconds}s: it hangs"
+    return out[0]
 
 
 def job_refs(exp: run.Experiment, executor: Any) -> list[JobRef]:
@@ -78,95 +96,6 @@ class Cluster:
         from runyard_slurm.tunnel import session_for
 
         return session_for(self.tunnel()).read(path)
-
-
-class Relay:
-    """A TCP relay on 127.0.0.1:<port> in front of the test sshd: the network between runyard
-    and the cluster, made to fail on cue without touching the services other tests use.
-
-    ``stop()`` drops every connection and refuses new ones (a host that went away);
-    ``start()`` brings it back. ``blackhole()`` keeps every connection open but forwards
-    nothing more either way (a network that swallows packets: no reset, no error) until
-    ``release()``; ``mute_replies()`` forwards what runyard sends but not what the server
-    answers, so a command runs on the cluster while its reply is lost."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-        self._server: socket.socket | None = None
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._flowing = threading.Event()  # set: bytes go both ways
-        self._flowing.set()
-        self._replies = threading.Event()  # set: the server's bytes go back to runyard
-        self._replies.set()
-
-    def start(self) -> None:
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", self.port))
-        server.listen(16)
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._open += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, reply: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                self._flowing.wait()
-                if reply:
-                    self._replies.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def blackhole(self) -> None:
-        self._flowing.clear()
-
-    def mute_replies(self) -> None:
-        self._replies.clear()
-
-    def release(self) -> None:
-        self._flowing.set()
-        self._replies.set()
-
-    def stop(self) -> None:
-        """Drop every connection and refuse new ones (a blackhole ends: the bytes held are lost)."""
-        if self._server is not None:
-            try:
-                self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-            except OSError:
-                pass
-            self._server.close()
-            self._server = None
-        with self._lock:
-            for s in self._open:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-            self._open = []
-        self.release()
 
 
 def known_hosts_for(cluster: Cluster, path: Path, port: int) -> str:

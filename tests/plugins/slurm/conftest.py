@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import runyard as run
 from _slurm_helpers import Cluster, Relay
-from runyard.states import FINAL_STATES
-from runyard.store import open_store
+from helpers import end_everything
 from runyard_slurm.tunnel import close_sessions
 
 
@@ -46,15 +43,8 @@ def cluster(slurm_cluster: Any, monkeypatch: pytest.MonkeyPatch, runyard_home: s
     c = Cluster(slurm_cluster, job_dir)
     yield c
     # leave nothing behind: cancel what is live, then remove the experiments' folders there
-    store = open_store(runyard_home)
-    for record in store.experiments():
-        if record.launched_at and any(s not in FINAL_STATES for s in store.task_states(record.id)):
-            run.Experiment.from_id(record.id).cancel_all()
-        pid = store.experiment(record.id).driver_pid
-        deadline = time.monotonic() + 30
-        while pid and os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        c.sh(f"rm -rf {shlex.quote(job_dir + '/' + record.id)}")
+    for experiment_id in end_everything(runyard_home):
+        c.sh(f"rm -rf {shlex.quote(job_dir + '/' + experiment_id)}")
 
 
 @pytest.fixture

@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import runyard as run
 import taskdefs
-from _slurm_helpers import Cluster, Relay, job_refs, known_hosts_for, until
-from runyard.errors import BackendError
+from _slurm_helpers import Cluster, Relay, job_refs, known_hosts_for, returns_within, until
+from runyard.errors import BackendError, BackendRefusedError, UnreachableError
 from runyard.plugins import plugin_manager
 from runyard_slurm.tunnel import close_sessions, session_for
 
@@ -126,19 +127,24 @@ def test_a_host_key_mismatch_is_refused_even_when_trusting_new_hosts(
         session_for(cluster.tunnel(known_hosts=str(known), trust_new_host=True, retry_for=600)).run("true")
 
 
-def test_an_unreachable_host_fails_the_launch_with_a_clear_reason(cluster: Cluster, fresh: None) -> None:
+def test_an_unreachable_host_keeps_the_launch_waiting_with_a_clear_reason(
+    cluster: Cluster, fresh: None
+) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]  # bound, never listening: connections are refused
     executor = cluster.executor(tunnel=cluster.tunnel(port=port, retry_for=1), array=False)
-    exp = run.Experiment("unreachable")
+    exp = run.Experiment("unreachable", max_retries=1)  # retries: a supervisor drives it
     exp.add([run.Config(taskdefs.hello) for _ in range(3)], executor=executor, name="t")
+    exp.run(detach=True)
 
-    assert exp.run() == "FAILED"
-
+    tasks = until(
+        lambda: all((t.reason or "").startswith("waiting") for t in exp.tasks) and exp.tasks, "the wait"
+    )
     closed.close()
-    for task in exp.tasks:  # the batch was tried once for all three (not one retry period each)
-        assert task.reason.startswith(f"launch failed: cannot reach root@127.0.0.1:{port} (")
+    for task in tasks:  # the batch was tried once for all three (not one retry period each); no attempt used
+        assert (task.status, task.attempts) == ("PENDING", 0)
+        assert task.reason.startswith(f"waiting: cannot reach root@127.0.0.1:{port} (")
         assert "retried for 1s" in task.reason
 
 
@@ -198,3 +204,162 @@ def test_a_connection_lost_while_a_job_runs_never_fails_it(
     until(lambda: exp.tasks[0].status.is_final, "the task to end")
     assert exp.tasks[0].status == "SUCCEEDED"
     assert exp.get_logs("t").stdout == "survived\n"
+
+
+@pytest.fixture
+def other_sshd(cluster: Cluster, tmp_path: Path) -> Iterator[int]:
+    """A second sshd of this test, on a free 127.0.0.1 port: the test sshd's config (same
+    users, keys and Slurm) with a host key of its own; its port."""
+    key = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    shared = Path(os.environ.get("RUNYARD_INFRA_DIR", "/tmp/runyard-infra")) / "ssh" / "sshd_config"
+    lines = [
+        line
+        for line in shared.read_text().splitlines()
+        if not line.startswith(("Port ", "HostKey ", "PidFile "))
+    ]
+    config = tmp_path / "sshd_config"
+    config.write_text("\n".join([*lines, f"PidFile {tmp_path}/sshd.pid", ""]))
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with open(tmp_path / "sshd.log", "wb") as log:
+        sshd = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config), "-p", str(port), "-h", str(key)], stderr=log
+        )
+    try:
+        until(lambda: _listening(port), "the second sshd to listen", timeout=20)
+        yield port
+    finally:
+        sshd.terminate()
+        sshd.wait(10)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _point(relay: Relay, port: int) -> None:
+    """The relay leads to another sshd from now on (connections through it drop)."""
+    relay.stop()
+    relay.target = ("127.0.0.1", port)
+    relay.start()
+
+
+def test_a_host_key_that_changes_while_a_job_runs_fails_poll_and_cancel_with_what_to_do(
+    cluster: Cluster, relay: Relay, other_sshd: int, tmp_path: Path
+) -> None:
+    known = known_hosts_for(cluster, tmp_path / "kh", relay.port)
+    tunnel = cluster.tunnel(port=relay.port, known_hosts=known, retry_for=600)  # retrying would hang
+    exp = run.Experiment("host-key-changed")
+    exp.add(
+        run.Config(taskdefs.sleep_then_print, 60, "x"), executor=cluster.executor(tunnel=tunnel), name="t"
+    )
+    exp.run(detach=True)
+    backend = plugin_manager().backend("slurm")
+    refs = job_refs(exp, exp.tasks[0].executor)
+    sshd_port = relay.target[1]
+
+    _point(relay, other_sshd)  # the login node now shows another host key
+    try:
+        time.sleep(backend.poll_interval())
+        for call in (lambda: backend.poll(refs), lambda: backend.cancel(refs[0])):
+            error = returns_within(60, call)
+            assert isinstance(error, BackendError) and not isinstance(error, UnreachableError), error
+            assert f"the host key of root@127.0.0.1:{relay.port} does not match the one in {known}" in str(
+                error
+            )
+            assert f"ssh-keygen -R '[127.0.0.1]:{relay.port}' -f {known}" in str(error)
+    finally:
+        _point(relay, sshd_port)
+    exp.cancel_all()
+
+
+def test_an_attached_run_whose_host_key_changes_stops_saying_what_to_do_instead_of_hanging(
+    cluster: Cluster, relay: Relay, other_sshd: int, tmp_path: Path
+) -> None:
+    known = known_hosts_for(cluster, tmp_path / "kh", relay.port)
+    tunnel = cluster.tunnel(port=relay.port, known_hosts=known, retry_for=600)  # retrying would hang
+    exp = run.Experiment("host-key-changed-attached")
+    exp.add(
+        run.Config(taskdefs.sleep_then_print, 60, "x"), executor=cluster.executor(tunnel=tunnel), name="t"
+    )
+    outcome: list[BaseException] = []
+
+    def attached() -> None:
+        try:
+            exp.run()
+        except BaseException as exc:  # what the user's script would see
+            outcome.append(exc)
+
+    driving = threading.Thread(target=attached)
+    driving.start()
+    sshd_port = relay.target[1]
+    until(lambda: exp.store.task(exp.experiment_id, "t").status == "RUNNING", "the job to run")
+    _point(relay, other_sshd)  # the login node now shows another host key
+    try:
+        driving.join(timeout=60)  # a guard against the old hang, not a timing
+        assert not driving.is_alive(), "the attached run hangs on a changed host key"
+    finally:
+        _point(relay, sshd_port)
+    [error] = outcome
+    assert isinstance(error, BackendRefusedError)
+    assert f"ssh-keygen -R '[127.0.0.1]:{relay.port}' -f {known}" in str(error)
+    exp.cancel_all()
+
+
+def _black_holed_tunnel(cluster: Cluster, relay: Relay, tmp_path: Path) -> run.SSHTunnel:
+    return cluster.tunnel(
+        port=relay.port, known_hosts=known_hosts_for(cluster, tmp_path / "kh", relay.port), retry_for=1,
+        connect_timeout=2, dead_after=2,
+    )  # fmt: skip
+
+
+def test_a_connection_that_swallows_packets_during_a_command_is_found_dead_in_seconds(
+    cluster: Cluster, relay: Relay, tmp_path: Path
+) -> None:
+    session = session_for(_black_holed_tunnel(cluster, relay, tmp_path))
+    assert session.run("echo up").stdout == "up\n"
+    threading.Timer(1, relay.blackhole).start()  # while the command runs
+
+    error = returns_within(60, lambda: session.run("sleep 5; echo done"))  # not the 300 s command timeout
+
+    assert isinstance(error, UnreachableError), error
+    assert "(no answer to a keepalive within 2s) while running a command" in str(error)
+    relay.stop()  # the network is back
+    relay.start()
+    assert until(lambda: _answer(session, "echo back"), "the session to reconnect", timeout=30) == "back\n"
+
+
+def _answer(session: Any, command: str) -> str | None:
+    try:
+        return str(session.run(command).stdout)
+    except UnreachableError:
+        return None
+
+
+def test_a_poll_through_a_connection_that_swallows_packets_gives_no_news_in_seconds(
+    cluster: Cluster, relay: Relay, tmp_path: Path
+) -> None:
+    exp = run.Experiment("black-hole-poll")
+    executor = cluster.executor(tunnel=_black_holed_tunnel(cluster, relay, tmp_path))
+    exp.add(run.Config(taskdefs.sleep_then_print, 60, "x"), executor=executor, name="t")
+    exp.run(detach=True)
+    backend = plugin_manager().backend("slurm")
+    refs = job_refs(exp, exp.tasks[0].executor)
+    backend.poll(refs)
+
+    relay.blackhole()
+    time.sleep(backend.poll_interval())
+    error = returns_within(60, lambda: backend.poll(refs))
+
+    assert isinstance(error, UnreachableError), error
+    relay.stop()
+    relay.start()
+    until(lambda: _answer(session_for(executor.tunnel), "echo up"), "the session to reconnect", timeout=30)
+    exp.cancel_all()

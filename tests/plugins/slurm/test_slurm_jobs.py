@@ -153,7 +153,10 @@ def test_the_executors_resources_are_what_slurm_gives_the_job(cluster: Cluster) 
         "100M",
     )
     assert job["TresPerNode"] == "gres:gpu:1"
-    assert cluster.sh(f"squeue -h -t all -j {task.job_id} -o %k") == NASTY + "\n"  # the comment
+    # the comment, after runyard's tag of the submission (sbatch.tag)
+    assert (
+        cluster.sh(f"squeue -h -t all -j {task.job_id} -o %k") == f"runyard:{exp.experiment_id}/t/1 {NASTY}\n"
+    )
 
 
 def test_a_multi_process_task_runs_once_per_process_under_srun(cluster: Cluster) -> None:

@@ -123,7 +123,7 @@ def test_a_job_cancelled_by_hand_outside_runyard_is_cancelled(cluster: Cluster) 
 
     until(lambda: exp.tasks[0].status.is_final, "runyard to notice")
     task = exp.tasks[0]
-    assert (task.status, task.reason) == ("CANCELLED", "cancelled in Slurm (scancel)")
+    assert (task.status, task.reason) == ("CANCELLED", "cancelled outside runyard (scancel in Slurm)")
 
 
 def test_polling_backs_off_while_nothing_changes(cluster: Cluster) -> None:

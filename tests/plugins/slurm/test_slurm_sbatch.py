@@ -49,7 +49,7 @@ def directives(script: str) -> dict[str, str | None]:
 def test_every_executor_field_becomes_its_sbatch_option() -> None:
     executor = run.SlurmExecutor(
         partition="gpu", nodes=2, ntasks_per_node=4, gpus_per_node=8, cpus_per_task=6, mem="64G",
-        time="1:00:00", account="lab", qos="high", job_name="train-big",
+        time="1:00:00", account="lab", qos="high", job_name="train-big", requeue=True,
     )  # fmt: skip
 
     found = directives(render(executor))
@@ -58,12 +58,13 @@ def test_every_executor_field_becomes_its_sbatch_option() -> None:
         "job-name": "'train-big'", "output": "'/j/exp/tasks/train/attempt-1/slurm.out'",
         "partition": "'gpu'", "nodes": "'2'", "ntasks-per-node": "'4'", "gpus-per-node": "'8'",
         "cpus-per-task": "'6'", "mem": "'64G'", "time": "'1:00:00'", "account": "'lab'", "qos": "'high'",
+        "requeue": None, "open-mode": "'append'", "comment": "'runyard:20260101-000000-000000_exp/train/1'",
     }  # fmt: skip
 
 
 def test_additional_parameters_become_options_and_flags() -> None:
     executor = run.SlurmExecutor(
-        additional_parameters={"constraint": "a100", "exclusive": True, "mail_type": "END", "requeue": False,
+        additional_parameters={"constraint": "a100", "exclusive": True, "mail_type": "END", "hold": False,
                                "reservation": None, "priority": 5}
     )  # fmt: skip
 
@@ -71,7 +72,7 @@ def test_additional_parameters_become_options_and_flags() -> None:
 
     assert found["constraint"] == "'a100'" and found["mail-type"] == "'END'" and found["priority"] == "'5'"
     assert "exclusive" in found and found["exclusive"] is None
-    assert "requeue" not in found and "reservation" not in found
+    assert "hold" not in found and "reservation" not in found
 
 
 def test_the_job_name_defaults_to_the_task_id() -> None:
@@ -108,7 +109,7 @@ def test_secret_values_are_masked_when_asked() -> None:
 def test_a_one_process_task_runs_the_runner_directly() -> None:
     script = render(run.SlurmExecutor())
 
-    assert script.splitlines()[-1] == "exec python3 /j/runner/abc/runner.py /j/exp/tasks/train 1"
+    assert script.splitlines()[-1] == 'exec python3 /j/runner/abc/runner.py /j/exp/tasks/train "$a"'
     assert "srun" not in script
 
 
@@ -117,7 +118,7 @@ def test_a_multi_process_task_runs_the_runner_under_srun() -> None:
 
     words = shlex.split(script.splitlines()[-1])
     assert words[:3] == ["exec", "srun", "--kill-on-bad-exit=1"]
-    assert words[-5:] == ["runyard-rank", "python3", "/j/runner/abc/runner.py", "/j/exp/tasks/train", "1"]
+    assert words[-5:] == ["runyard-rank", "python3", "/j/runner/abc/runner.py", "/j/exp/tasks/train", "$a"]
     assert words[3:6] == ["/bin/bash", "-c", sbatch.RANK_WRAPPER]
 
 
@@ -138,8 +139,11 @@ def test_a_group_becomes_one_array_script_with_a_branch_per_task() -> None:
     assert found["output"] == "'/j/exp/slurm/%A_%a.out'"
     for i in range(3):
         link = f'ln -sf /j/exp/slurm/"$SLURM_ARRAY_JOB_ID"_{i}.out /j/exp/tasks/model-variants-{i}/attempt-1/slurm.out'
-        assert f"\n{i})\n  {link}\n" in script
-        assert f"runner.py /j/exp/tasks/model-variants-{i} 1\n  ;;" in script
+        assert (
+            f'\n{i})\n  a=$((1 + ${{SLURM_RESTART_COUNT:-0}}))\n  if [ "$a" = 1 ]; then {link}; else'
+            in script
+        )
+        assert f'runner.py /j/exp/tasks/model-variants-{i} "$a"\n  ;;' in script
 
 
 def test_a_percent_in_a_path_is_not_a_slurm_pattern() -> None:

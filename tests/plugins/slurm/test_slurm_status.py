@@ -44,8 +44,12 @@ def test_sacct_without_accounting_is_recognised() -> None:
 
 
 def test_the_commands_ask_for_every_job_at_once() -> None:
-    assert status.squeue_command(["41", "42_0"]) == "date +%s && squeue -h -r -t all -j 41,42_0 -o '%i|%T|%r'"
-    assert status.sacct_command(["41", "42_0"]) == "sacct -X -n -P -j 41,42_0 -o JobID,State,ExitCode,Reason"
+    assert status.squeue_command(["41", "42_0"]) == (
+        "date +%s && squeue -h -r -t all -j 41,42_0 -O 'JobArrayID:|,State:|,Reason:|,RestartCnt:'"
+    )
+    assert (
+        status.sacct_command(["41", "42_0"]) == "sacct -X -D -n -P -j 41,42_0 -o JobID,State,ExitCode,Reason"
+    )
 
 
 @pytest.mark.parametrize(
@@ -108,7 +112,8 @@ def test_a_job_cancelled_in_slurm_is_cancelled() -> None:
     decided = status.job_status(SlurmJob("1", "CANCELLED"), None)
 
     assert decided is not None
-    assert (decided.state, decided.reason) == (State.CANCELLED, "cancelled in Slurm (scancel)")
+    assert (decided.state, decided.reason) == (State.CANCELLED, status.CANCELLED_OUTSIDE)
+    assert decided.failure == "cancelled"
 
 
 def test_a_job_slurm_dropped_for_a_failed_dependency_is_cancelled_for_that() -> None:

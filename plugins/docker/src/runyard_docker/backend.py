@@ -12,6 +12,11 @@ id, so any process finds it.
   the engine knows (exit code, out of memory, its last output line).
 - a finished container is removed once its result is read and its own output (the
   runner's errors, normally empty) is saved as ``runner.log`` in the attempt folder.
+- a daemon that cannot be reached (stopped, restarting) fails no call with a raw error:
+  every call raises UnreachableError (other refusals BackendError), so the driver waits
+  for it; clean-ups are done when it answers again. A daemon that stops stops every
+  container (SIGTERM, then SIGKILL): one it stopped so is FAILED ``node_failure`` (see
+  ``_killed``).
 - cancel: ``stop`` (SIGTERM, then SIGKILL after ``cancel_grace``), then removal; pause and
   resume: ``pause`` / ``unpause`` (the cgroup freezer).
 - the driver sleeps on the engine's event stream (see ``events.py``) and wakes when a
@@ -21,15 +26,18 @@ id, so any process finds it.
 from __future__ import annotations
 
 import collections
+import contextlib
+import datetime as dt
 import math
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from runyard.errors import BackendError
+from runyard.errors import BackendError, UnreachableError
 from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
 from runyard.jobfiles import (
     claimed_by_other,
@@ -41,7 +49,7 @@ from runyard.jobfiles import (
 from runyard.states import State
 
 from runyard_docker import spec as specs
-from runyard_docker.client import connect, docker_host, engine_errors
+from runyard_docker.client import Reach, connect, docker_host, engine_errors, is_unreachable, unreachable
 from runyard_docker.events import ExitWatcher
 from runyard_docker.executor import IMAGE_ENV, DockerExecutor
 from runyard_docker.staging import (
@@ -57,10 +65,25 @@ LAUNCH_THREADS = 8  # containers created and started at once by launch_many
 _ENDED = ("exited", "dead", "removing")
 STOP_MARGIN = 5.0  # seconds the engine waits beyond the runner's own cancel grace before it kills
 EXIT_WAIT = 5.0  # seconds a container may take to exit once its runner has written the result
+KILLED = (signal.SIGTERM, signal.SIGKILL)  # what a daemon's shutdown stops a container with
+KILLED_CODES = tuple(128 + s for s in KILLED)  # a container's exit code then
+SHUTDOWN_WAIT = 3.0  # seconds between a daemon's shutdown stopping a container and its API going away
 
 
 def _short(container_id: str) -> str:
     return container_id[:12]
+
+
+def _engine_time(text: str | None) -> float | None:
+    """The unix time of one of the engine's timestamps (``2026-12-01T16:11:01.888123456Z``)."""
+    if not text or not text.endswith("Z") or text.startswith("0001-"):
+        return None
+    whole, _, fraction = text[:-1].partition(".")
+    try:
+        when = dt.datetime.fromisoformat(whole).replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+    return when.timestamp() + (float(f"0.{fraction}") if fraction.isdigit() else 0.0)
 
 
 class Reaper:
@@ -68,11 +91,17 @@ class Reaper:
     thread of their own, so the driver launches the next task without waiting for them.
 
     The thread is not a daemon: a process that exits waits for its clean-ups first. It ends
-    when there is nothing left to do and a new one starts with the next job.
+    when there is nothing left to do and a new one starts with the next job. A job that
+    found the daemon away is tried again every second for ``HOLD_FOR`` seconds (so a process
+    that exits then waits that long at most), then kept for ``again`` (the daemon answers).
     """
+
+    HOLD_FOR = 30.0
 
     def __init__(self) -> None:
         self._jobs: collections.deque[Callable[[], object]] = collections.deque()
+        self._later: list[Callable[[], object]] = []  # found the daemon away
+        self._until = 0.0  # when the thread stops trying those again
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -86,14 +115,32 @@ class Reaper:
     def _run(self) -> None:
         while True:
             with self._lock:
-                if not self._jobs:
+                if not self._jobs and not (self._later and time.monotonic() < self._until):
                     self._thread = None
                     return
-                job = self._jobs.popleft()
+                job = self._jobs.popleft() if self._jobs else None
+            if job is None:  # only held ones left: wait a moment, try them again
+                time.sleep(1.0)
+                with self._lock:
+                    self._jobs.extend(self._later)
+                    self._later.clear()
+                continue
             try:
                 job()
+            except UnreachableError:
+                with self._lock:
+                    if self._until <= time.monotonic():  # the first in a row: try for HOLD_FOR
+                        self._until = time.monotonic() + self.HOLD_FOR
+                    self._later.append(job)
             except Exception:  # noqa: S110  a clean-up that failed leaves a container for the next poll
                 pass
+
+    def again(self) -> None:
+        """Queue again the clean-ups that found the daemon away."""
+        with self._lock:
+            later, self._later = self._later, []
+        for job in later:
+            self.add(job)
 
     def join(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the clean-ups queued so far."""
@@ -109,9 +156,11 @@ class DockerBackend(Backend):
         self._image_lock = threading.Lock()
         self._images: set[str] = set()  # images known to be on the engine
         self._code = CodeStager()
-        self._watcher = ExitWatcher(connect)
+        self._reach = Reach()
+        self._watcher = ExitWatcher(connect, on_break=self._reach.lost)
         self._reaper = Reaper()
         self._exiting: dict[str, float] = {}  # container id -> when its result was seen while it ran
+        self._judging: set[str] = set()  # killed containers: was it the daemon's shutdown? (see _killed)
 
     def client(self) -> Any:
         """The docker SDK client, created on first use (BackendError if the daemon is down)."""
@@ -119,6 +168,27 @@ class DockerBackend(Backend):
             if self._client is None:
                 self._client = connect()
             return self._client
+
+    @contextlib.contextmanager
+    def _engine(self, what: str) -> Iterator[None]:
+        """``engine_errors(what)``, noting whether the daemon answered (``Reach``)."""
+        try:
+            with engine_errors(what):
+                yield
+        except UnreachableError as exc:
+            exc.since = self._reach.lost()
+            raise
+        except BackendError:
+            self._answered()
+            raise
+        self._answered()
+
+    def _answered(self) -> None:
+        if self._reach.ok():  # back after an outage: do the clean-ups it held up
+            self._reaper.again()
+
+    def _lost(self, exc: BaseException) -> UnreachableError:
+        return unreachable(exc, since=self._reach.lost())
 
     # --- the container ---------------------------------------------------------------------
     def prepare(self, job: JobSpec) -> specs.Container:
@@ -165,15 +235,18 @@ class DockerBackend(Backend):
         spec = container.create
         self._watcher.start()  # subscribed before the container can end
         container_id = self._create(client, job, spec)
-        import docker.errors
 
         try:
-            with engine_errors(f"the container of task {job.task_id} did not start"):
+            with self._engine(f"the container of task {job.task_id} did not start"):
                 client.api.start(container_id)
+        except UnreachableError:
+            # it may have started (the answer lost): remove it later only if it did not
+            self._reaper.add(lambda: self._remove_unstarted(client, container_id))
+            raise
         except BackendError as exc:
             try:
                 client.api.remove_container(container_id, force=True)
-            except docker.errors.DockerException:
+            except Exception:  # noqa: S110  left for `docker container prune`; the error says more
                 pass
             hint, program, said = "", spec["command"][0], str(exc)
             if program in said and ("executable file not found" in said or "no such file" in said):
@@ -195,7 +268,7 @@ class DockerBackend(Backend):
         with self._image_lock:
             if image in self._images:
                 return
-            with engine_errors(f"cannot look up image {image!r}"):
+            with self._engine(f"cannot look up image {image!r}"):
                 try:
                     client.images.get(image)
                     self._images.add(image)
@@ -204,7 +277,11 @@ class DockerBackend(Backend):
                     pass
             try:
                 client.images.pull(image)
-            except docker.errors.DockerException as exc:
+            except Exception as exc:
+                if is_unreachable(exc):
+                    raise self._lost(exc) from None
+                if not isinstance(exc, docker.errors.DockerException):
+                    raise
                 said = getattr(exc, "explanation", None) or str(exc)
                 raise BackendError(
                     f"image {image!r} is not on the Docker engine at {docker_host()} and cannot be pulled"
@@ -216,7 +293,7 @@ class DockerBackend(Backend):
     def _create(self, client: Any, job: JobSpec, spec: dict[str, Any]) -> str:
         import docker.errors
 
-        with engine_errors(f"cannot create the container of task {job.task_id}"):
+        with self._engine(f"cannot create the container of task {job.task_id}"):
             try:
                 return str(client.containers.create(**spec).id)
             except docker.errors.APIError as exc:
@@ -225,6 +302,17 @@ class DockerBackend(Backend):
             # a container of that name exists (left by a crash of an earlier run): keep it
             # for inspection and let the engine name this one
             return str(client.containers.create(**{k: v for k, v in spec.items() if k != "name"}).id)
+
+    def _remove_unstarted(self, client: Any, container_id: str) -> None:
+        """Remove a container whose start was not answered, if it never started."""
+        import docker.errors
+
+        with self._engine(f"cannot remove container {_short(container_id)}"):
+            try:
+                if client.api.inspect_container(container_id)["State"]["Status"] == "created":
+                    client.api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                pass
 
     def adopt(self, job: JobSpec) -> Launched | None:
         """The container whose runner claimed this attempt (found by its labels; the claim's
@@ -239,7 +327,7 @@ class DockerBackend(Backend):
             f"{specs.LABEL_ATTEMPT}={job.attempt}",
             f"{specs.LABEL_LAUNCH}={claim['launch']}",
         ]
-        with engine_errors("cannot list runyard's containers"):
+        with self._engine("cannot list runyard's containers"):
             rows = client.api.containers(all=True, filters={"label": wanted})
         container_id = str(rows[0]["Id"]) if rows else str(claim.get("host") or "")
         if not container_id:
@@ -264,7 +352,7 @@ class DockerBackend(Backend):
         self._watcher.drain()  # before listing, so a container that ends meanwhile wakes us again
         client = self.client()
         rows: dict[str, dict[str, Any]] = {}
-        with engine_errors("cannot list runyard's containers"):
+        with self._engine("cannot list runyard's containers"):
             for experiment in {job.experiment_id for job in jobs}:
                 label = f"{specs.LABEL_EXPERIMENT}={experiment}"
                 for row in client.api.containers(all=True, filters={"label": label}):
@@ -275,6 +363,7 @@ class DockerBackend(Backend):
             row = rows.get(container_id)
             if row is None:
                 self._exiting.pop(container_id, None)
+                self._judging.discard(container_id)
                 result = read_local_result(job.attempt_dir)
                 superseded = None if result else self._superseded(job)
                 if superseded is not None:
@@ -317,8 +406,15 @@ class DockerBackend(Backend):
         self._exiting.pop(container_id, None)
         result = read_local_result(job.attempt_dir)
         if result is not None:
+            status = status_of_ended_job(result)
+            if result.get("signal") in KILLED:
+                killed = self._killed(client, container_id, result.get("end"))
+                if killed is None:
+                    return JobStatus(State.RUNNING)
+                if killed:
+                    status = self._daemon_stopped(status, status.exit_code)
             self._reaper.add(lambda: self._finish(client, job, container_id))
-            return status_of_ended_job(result)
+            return status
         superseded = self._superseded(job)
         if superseded is not None:
             self._reaper.add(lambda: self._finish(client, job, container_id))
@@ -328,10 +424,16 @@ class DockerBackend(Backend):
         code: int | None = None
         program, image = "", ""
         why = "the container ended"
+        finished: float | None = None
+        with self._engine(f"cannot inspect container {job.job_id}"):
+            try:
+                info = client.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                info = {}
         try:
-            info = client.api.inspect_container(container_id)
             state = info["State"]
             code = int(state.get("ExitCode", 0))
+            finished = _engine_time(state.get("FinishedAt"))
             program = (info["Config"].get("Cmd") or [""])[0]
             image = info["Config"].get("Image") or ""
             why = f"the container exited with code {code}"
@@ -339,8 +441,11 @@ class DockerBackend(Backend):
                 why += " (out of memory)"
             if state.get("Error"):
                 why += f": {state['Error']}"
-        except (docker.errors.DockerException, KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):
             pass
+        killed = self._killed(client, container_id, finished) if code in KILLED_CODES else False
+        if killed is None:
+            return JobStatus(State.RUNNING)
         output = self._finish(client, job, container_id)
         last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
         said = f"; it said: {last}" if last else ""
@@ -353,29 +458,75 @@ class DockerBackend(Backend):
             reason = f"lost: {why} before the runner wrote a result{said}"
         status = status_of_ended_job(None, reason)
         status.exit_code = code
+        if "(out of memory)" in why:
+            status.failure = "oom"
+        return self._daemon_stopped(status, code) if killed else status
+
+    def _killed(self, client: Any, container_id: str, ended: float | None) -> bool | None:
+        """Whether the daemon's shutdown stopped a container killed at unix time ``ended``: the
+        daemon started since (a daemon that stops answers for a moment after it has stopped
+        the containers), or this process saw it away around then. None: too soon to tell
+        (look again in a moment)."""
+        if ended is not None:
+            started = self._daemon_started(client)
+            if (started is not None and started > ended) or self._reach.away_between(
+                ended - SHUTDOWN_WAIT, ended + SHUTDOWN_WAIT
+            ):
+                self._judging.discard(container_id)
+                return True
+            if time.time() < ended + SHUTDOWN_WAIT:
+                self._judging.add(container_id)
+                return None
+        self._judging.discard(container_id)
+        return False
+
+    def _daemon_started(self, client: Any) -> float | None:
+        """When the daemon started: it makes its default ``bridge`` network anew as it starts
+        (None: it has none, or did not say)."""
+        import docker.errors
+
+        with self._engine("cannot inspect the default network"):
+            try:
+                return _engine_time(client.api.inspect_network("bridge").get("Created"))
+            except docker.errors.NotFound:
+                return None
+
+    def _daemon_stopped(self, status: JobStatus, code: int | None) -> JobStatus:
+        """The daemon's shutdown (a stop or restart) stopped the container."""
+        status.failure = "node_failure"
+        status.reason = (
+            f"node_failure: the Docker daemon at {docker_host()} stopped or restarted while the task ran,"
+            f" and its shutdown stopped the container (exit code {code})"
+        )
         return status
 
     def _finish(self, client: Any, job: JobRef, container_id: str) -> str:
-        """Save the container's own output as runner.log, then remove it; returns that output."""
+        """Save the container's own output as runner.log, then remove it; returns that output.
+        UnreachableError (nothing removed, nothing saved twice) when the daemon is away."""
         import docker.errors
 
         output = b""
+        with self._engine(f"cannot read the output of container {_short(container_id)}"):
+            try:
+                output = client.api.logs(container_id, stdout=True, stderr=True)
+            except docker.errors.NotFound:
+                return ""
+            except docker.errors.APIError:
+                pass
         try:
-            output = client.api.logs(container_id, stdout=True, stderr=True)
             if output:
-                with open(os.path.join(job.attempt_dir, RUNNER_LOG), "ab") as f:
+                with open(os.path.join(job.attempt_dir, RUNNER_LOG), "wb") as f:
                     f.write(output)
-        except (docker.errors.DockerException, OSError):
+        except OSError:
             pass
-        try:
-            client.api.remove_container(container_id, force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # 409: removal already in progress (another process)
-                raise BackendError(
-                    f"cannot remove container {_short(container_id)}: {exc.explanation}"
-                ) from None
+        with self._engine(f"cannot remove container {_short(container_id)}"):
+            try:
+                client.api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: removal already in progress (another process)
+                    raise
         return output.decode("utf-8", "replace")
 
     # --- control --------------------------------------------------------------------------
@@ -391,7 +542,7 @@ class DockerBackend(Backend):
     def _cancel(self, job: JobRef) -> None:
         client = self.client()
         container_id = str(job.handle.get("container") or job.job_id)
-        with engine_errors(f"cannot cancel task container {job.job_id}"):
+        with self._engine(f"cannot cancel task container {job.job_id}"):
             state = self._state(client, container_id)
             if state is None:
                 return
@@ -435,7 +586,7 @@ class DockerBackend(Backend):
         client = self.client()
         container_id = str(job.handle.get("container") or job.job_id)
         verb = "pause" if action == "pause" else "resume"
-        with engine_errors(f"cannot {verb} task container {job.job_id}"):
+        with self._engine(f"cannot {verb} task container {job.job_id}"):
             try:
                 getattr(client.api, action)(container_id)
             except docker.errors.NotFound:
@@ -449,6 +600,8 @@ class DockerBackend(Backend):
     def poll_interval(self) -> float:
         if self._exiting:
             return 0.02
+        if self._judging:
+            return 0.25
         return 2.0 if self._watcher.watching() else 0.25
 
     def dry_run(self, job: JobSpec) -> str:

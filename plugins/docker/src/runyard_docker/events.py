@@ -6,7 +6,9 @@ the container has exited (the ``die`` event comes some 50 ms before: the contain
 still being torn down, and the listing still says "running"), then writes a byte into a
 pipe; the driver sleeps on the pipe's read end (``Backend.wakeup_fds``). When the stream
 cannot be opened or breaks, the backend falls back to polling every few hundred
-milliseconds and tries again a little later.
+milliseconds and tries again a little later. A stream that breaks while it is followed
+means the daemon went away (it closes its API before it stops the containers):
+``on_break`` is told at once.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ EXIT_WAIT = 5.0  # seconds to wait for a container that died to be reported exit
 
 
 class ExitWatcher:
-    def __init__(self, connect: Callable[[], Any]) -> None:
+    def __init__(self, connect: Callable[[], Any], on_break: Callable[[], object] = lambda: None) -> None:
         self._connect = connect
+        self._on_break = on_break
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
@@ -87,6 +90,8 @@ class ExitWatcher:
             pass
         finally:
             self._failed_at = time.monotonic()
+            if not self._closed:
+                self._on_break()
             self._wake()  # let the driver look again now that nobody watches
 
     def _wake(self) -> None:

@@ -8,6 +8,12 @@ Tasks launched together on identical executors with the same dependencies become
 array. A task whose dependencies are all live jobs of the same cluster is submitted at
 once, chained with ``--dependency=afterok:...`` and ``--kill-on-invalid-dep=yes``.
 
+An attempt is submitted once, however often its launch is repeated (a dropped connection,
+a new driver after one died mid-launch, a launch that could not reach the cluster): each
+submission carries a tag (the job's comment, ``sbatch.tag``) and is recorded in the attempt
+folder (``submitted.json``) before ``sbatch`` runs; a repeat finds the job by it
+(``sbatch.submit_command``, ``adopt``). Cancelling many jobs is one ``scancel`` per cluster.
+
 Polling is one ``squeue`` for every job (then ``sacct`` for jobs squeue forgot, and the
 runner's ``result.json`` over SFTP for jobs that ended), and backs off while nothing
 changes. See ``status.py`` for how Slurm's states become task states.
@@ -19,11 +25,11 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import tarfile
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,17 +50,19 @@ from runyard.jobfiles import (
     superseded_status,
 )
 from runyard.packaging import CodePackage, package_code
-from runyard.states import State
+from runyard.states import FINAL_STATES, State
 
 from runyard_slurm import sbatch, status
 from runyard_slurm.config import load_defaults
 from runyard_slurm.executor import LocalTunnel, SlurmExecutor, SSHTunnel, default_tunnel
 from runyard_slurm.layout import Layout, attempt_dir_of, layout
-from runyard_slurm.tunnel import Session, pool_key, session_for
+from runyard_slurm.tunnel import CommandResult, Session, pool_key, session_for
 
 POLL_MIN = 0.5  # seconds between polls right after something changed
 POLL_GROWTH = 1.5  # the wait grows by this factor per poll that brings no news
 LOST_GRACE = 10.0  # seconds a job may stay ended (or unknown) without a result before it is lost
+SUBMITTED = "submitted.json"  # in an attempt folder: how its job was submitted (script, tag, array index)
+_JOB_ERROR = re.compile(r"\bjob id (\S+?):")  # scancel's words about one job: "... on job id 123: why"
 _GONE = ("already completing or completed", "Invalid job id", "has already finished", "already finished")
 
 
@@ -62,6 +70,39 @@ def _claim(session: Session, attempt_dir: str) -> dict[str, Any] | None:
     """The attempt's claim (see runyard.jobfiles.CLAIM); None when there is none (or it is empty:
     being written)."""
     return parse_claim(session.read(f"{attempt_dir}/{CLAIM}") or None)
+
+
+def _base_attempt(ref: JobRef) -> int:
+    """The attempt the job was submitted as (its launch records it; else the ref's)."""
+    base = ref.handle.get("attempt")
+    return base if isinstance(base, int) and not isinstance(base, bool) and base >= 1 else ref.attempt
+
+
+def _attempt_now(ref: JobRef, job: status.SlurmJob | None) -> int:
+    """The attempt the job runs now: the one it was submitted as plus the times Slurm ran it
+    again (requeued); its job script counts them the same way (``sbatch.py``)."""
+    if job is None or not job.restarts or "attempt" not in ref.handle:
+        return ref.attempt
+    return max(ref.attempt, _base_attempt(ref) + job.restarts)
+
+
+def _scancel_failures(done: CommandResult, ids: Sequence[str]) -> dict[str, str]:
+    """The jobs an ``scancel`` of ``ids`` that exited non-zero did not end, with what it said:
+    those its lines ``... on job id 123: why`` name, unless they had ended already; every
+    other job too when another error line says scancel refused the whole command."""
+    named: dict[str, str] = {}
+    refused: list[str] = []
+    for line in done.stderr.splitlines():
+        match = _JOB_ERROR.search(line)
+        if match and match.group(1) in ids:
+            named[match.group(1)] = " ".join(line.split())
+        elif line.strip():
+            refused.append(" ".join(line.split()))
+    failed = {job_id: said for job_id, said in named.items() if not any(g in said for g in _GONE)}
+    if refused or not named:
+        said = "; ".join(refused) or done.output or f"exit code {done.exit_code}"
+        failed.update({job_id: said for job_id in ids if job_id not in named})
+    return failed
 
 
 def tunnel_of(executor: Any) -> SSHTunnel | LocalTunnel:
@@ -310,15 +351,19 @@ class SlurmBackend(Backend):
             else:
                 groups.append([(index, submission)])
         scripts: list[str] = []
+        tags: dict[str, str] = {}
         for group in groups:
             first = group[0][1]
+            files = [s.files for _, s in group]
+            tag = sbatch.tag(first.experiment_id, files)
             try:
                 if len(group) > 1:
                     text = sbatch.render(
-                        first.executor, [s.files for _, s in group], experiment_id=first.experiment_id,
+                        first.executor, files, experiment_id=first.experiment_id,
                         after=first.after, output_dir=where.output_dir(first.experiment_id), array=True,
                     )  # fmt: skip
-                    script = f"{where.output_dir(first.experiment_id)}/array-{uuid.uuid4().hex[:12]}.sh"
+                    # named by its tag: the same tasks submitted again find this submission
+                    script = f"{where.output_dir(first.experiment_id)}/{tag.rpartition('/')[2]}.sh"
                 else:
                     text, script = first.script(), first.script_path
             except BackendError as exc:
@@ -327,11 +372,22 @@ class SlurmBackend(Backend):
                 scripts.append("")
                 continue
             tar.add(where.relative(script), text.encode(), 0o700)  # it may hold secrets
+            for position, (index, submission) in enumerate(group):  # how adopt finds the job
+                record = {
+                    "script": script,
+                    "tag": tag,
+                    "index": position if len(group) > 1 else None,
+                    "launch": jobs[index].env.get("RUNYARD_LAUNCH_ID"),
+                }
+                path = where.relative(f"{submission.files.attempt_dir}/{SUBMITTED}")
+                tar.add(path, json.dumps(record).encode())
             scripts.append(script)
+            tags[script] = tag
 
         to_submit = [s for s in scripts if s]
         if to_submit:
-            done = session.run(sbatch.submit_command(where.job_dir, to_submit), stdin=tar.bytes())
+            command = sbatch.submit_command(where.job_dir, [(s, tags[s]) for s in to_submit])
+            done = session.run(command, stdin=tar.bytes())
             answers = sbatch.parse_submit_output(done.stdout, len(to_submit)) if done.stdout.strip() else []
             if len(answers) != len(to_submit):
                 raise BackendError(
@@ -352,25 +408,54 @@ class SlurmBackend(Backend):
                         "cluster": tunnel_of(jobs[index].executor).cluster(),
                         "job_dir": where.job_dir,
                         "array": answer.job_id if array else None,
+                        "attempt": jobs[index].attempt,  # the one it runs as, until Slurm requeues it
                     }
                     results[index] = Launched(job_id=job_id, handle=handle, state=State.SUBMITTED)
         return [r if r is not None else BackendError("not launched") for r in results]
 
     def adopt(self, job: JobSpec) -> Launched | None:
-        """The Slurm job whose runner claimed this attempt (its claim names the job id)."""
+        """The Slurm job whose runner claimed this attempt (its claim names the job id), else the
+        job submitted for it that has not started yet (found by its tag: ``_submitted``)."""
         session, where = self._where(job.executor)
-        claim = _claim(session, where.attempt_dir(job.experiment_id, job.task_id, job.attempt))
+        attempt_dir = where.attempt_dir(job.experiment_id, job.task_id, job.attempt)
+        claim = _claim(session, attempt_dir)
         if not claim or not claim.get("slurm_job_id"):
-            return None
+            return self._submitted(session, where, job, attempt_dir)
         array, index = claim.get("slurm_array_job_id"), claim.get("slurm_array_task_id")
         job_id = f"{array}_{index}" if array and index is not None else str(claim["slurm_job_id"])
         handle = {
             "cluster": tunnel_of(job.executor).cluster(),
             "job_dir": where.job_dir,
             "array": str(array) if array else None,
+            "attempt": job.attempt,  # as if submitted as it (a job Slurm requeued before: see _attempt_now)
             "launch": claim.get("launch"),
         }
         return Launched(job_id=job_id, handle=handle, state=State.RUNNING)
+
+    def _submitted(self, session: Session, where: Layout, job: JobSpec, attempt_dir: str) -> Launched | None:
+        """The job a launch submitted for this attempt, looked up by the tag the launch recorded in
+        the attempt folder (``SUBMITTED``, shipped with the job files before ``sbatch`` ran):
+        the job id kept beside its script, else the job Slurm knows by the tag."""
+        try:
+            record = json.loads(session.read(f"{attempt_dir}/{SUBMITTED}") or b"null")
+        except ValueError:
+            return None
+        if not isinstance(record, dict) or not record.get("script") or not record.get("tag"):
+            return None  # never submitted
+        done = session.run(sbatch.find_command(str(record["script"]), str(record["tag"])))
+        found = done.stdout.strip().split(";")[0].strip() if done.exit_code == 0 else ""
+        if not found.isdigit():
+            return None
+        index = record.get("index")
+        array = isinstance(index, int) and not isinstance(index, bool)
+        handle = {
+            "cluster": tunnel_of(job.executor).cluster(),
+            "job_dir": where.job_dir,
+            "array": found if array else None,
+            "attempt": job.attempt,
+            "launch": record.get("launch"),
+        }
+        return Launched(job_id=f"{found}_{index}" if array else found, handle=handle, state=State.SUBMITTED)
 
     # --- status ---------------------------------------------------------------------------
     def _poll(self, jobs: Sequence[JobRef]) -> dict[str, JobStatus]:
@@ -405,21 +490,34 @@ class SlurmBackend(Backend):
             raise BackendError(f"squeue failed on {session.where}: {done.output}")
         remote_now, known = status.parse_squeue(done.stdout)
         missing = [r.job_id for r in refs if r.job_id not in known]
-        if missing and self._accounting.get(id(session), True):
-            acct = session.run(status.sacct_command(missing))
+        # jobs Slurm ran again since runyard last looked: sacct says how their run before ended
+        requeued = [
+            r.job_id for r in refs if r.job_id in known and _attempt_now(r, known[r.job_id]) > r.attempt
+        ]
+        if (missing or requeued) and self._accounting.get(id(session), True):
+            acct = session.run(status.sacct_command(missing + requeued))
             if acct.exit_code != 0 and status.accounting_missing(acct.stderr + acct.stdout):
                 self._accounting[id(session)] = False
             elif acct.exit_code == 0:
                 self._accounting[id(session)] = True
                 for job_id, accounted in status.parse_sacct(acct.stdout).items():
-                    known.setdefault(job_id, accounted)
+                    if job_id in known:  # squeue's view of it stands; sacct adds why it ran again
+                        known[job_id] = attrs.evolve(known[job_id], requeued_by=accounted.requeued_by)
+                    else:
+                        known[job_id] = accounted
         out: dict[str, JobStatus] = {}
         for ref in refs:
             job = known.get(ref.job_id)
-            attempt_dir = attempt_dir_of(ref, where)
+            attempt = _attempt_now(ref, job)  # a requeued job's run is an attempt of its own
+            attempt_dir = attempt_dir_of(attrs.evolve(ref, attempt=attempt), where)
             result = None
             if job is None or job.state in status.ENDED:
                 result = parse_result(session.read(f"{attempt_dir}/{RESULT}"))
+            if job is None and (result is None or int(result["exit_code"]) > 128):
+                # Slurm forgot the job: slurmstepd's words in its output say how Slurm ended it
+                first = attempt_dir_of(attrs.evolve(ref, attempt=_base_attempt(ref)), where)  # Slurm's output
+                said = status.ending_in_output(self._output(session, first))
+                job = status.SlurmJob(ref.job_id, said) if said else None
             decided = status.job_status(job, result)
             if decided and job and job.state == "FAILED" and result and int(result["exit_code"]) > 128:
                 tail = self._output_tail(session, attempt_dir)  # srun's words: who stopped it
@@ -437,6 +535,10 @@ class SlurmBackend(Backend):
             else:
                 self._undecided.pop(ref.job_id, None)
             if decided is not None:
+                if attempt > ref.attempt and job is not None:
+                    decided.attempt = attempt
+                    if decided.failure is None and decided.state not in FINAL_STATES:
+                        decided.failure = status.requeue_failure(job)  # how the run before ended
                 out[ref.job_id] = decided
         return out
 
@@ -475,12 +577,16 @@ class SlurmBackend(Backend):
         self._undecided.pop(ref.job_id, None)
         return JobStatus(State.FAILED, reason=reason + (f"; its output ends with: {tail}" if tail else ""))
 
-    def _output_tail(self, session: Session, attempt_dir: str) -> str:
+    def _output(self, session: Session, attempt_dir: str) -> str:
+        """The end of the attempt's ``slurm.out`` ("" if it cannot be read)."""
         try:
             data = session.read(f"{attempt_dir}/slurm.out")
         except BackendError:
             return ""
-        lines = [line.strip() for line in data[-2000:].decode(errors="replace").splitlines() if line.strip()]
+        return data[-2000:].decode(errors="replace")
+
+    def _output_tail(self, session: Session, attempt_dir: str) -> str:
+        lines = [line.strip() for line in self._output(session, attempt_dir).splitlines() if line.strip()]
         return " | ".join(lines[-5:])[-800:]
 
     def poll_interval(self) -> float:
@@ -491,12 +597,37 @@ class SlurmBackend(Backend):
         return self._where(job.executor)[0]
 
     def _cancel(self, job: JobRef) -> None:
-        session = self._session_of(job)
-        done = session.run(f"scancel {shlex.quote(job.job_id)}")
-        if done.exit_code != 0 and not any(g in done.output for g in _GONE):
-            raise BackendError(f"scancel {job.job_id} failed on {session.where}: {done.output}")
+        [error] = self.cancel_many([job])
+        if error is not None:
+            raise error
+
+    def cancel_many(self, jobs: Sequence[JobRef]) -> list[Exception | None]:
+        """One ``scancel`` per cluster for all of its jobs (one round trip, however many)."""
+        results: list[Exception | None] = [None] * len(jobs)
+        clusters: dict[tuple[Any, ...], list[int]] = {}  # by connection (job folders do not matter)
+        for index, job in enumerate(jobs):
+            clusters.setdefault(pool_key(tunnel_of(job.executor)), []).append(index)
+        for indexes in clusters.values():
+            ids = list(dict.fromkeys(jobs[i].job_id for i in indexes if jobs[i].job_id))
+            if not ids:
+                continue
+            session = session_for(tunnel_of(jobs[indexes[0]].executor))
+            try:
+                done = session.run("scancel " + " ".join(shlex.quote(i) for i in ids))
+            except Exception as exc:  # this cluster cannot be reached: none of its jobs ended
+                error = exc if isinstance(exc, BackendError) else BackendError(f"{type(exc).__name__}: {exc}")
+                for i in indexes:
+                    results[i] = error
+                continue
+            if done.exit_code != 0:  # scancel went on past the jobs it could not end: say which
+                failed = _scancel_failures(done, ids)
+                for i in indexes:
+                    said = failed.get(jobs[i].job_id)
+                    if said is not None:
+                        results[i] = BackendError(f"scancel failed on {session.where}: {said}")
         with self._lock:
             self._next_poll = 0.0
+        return results
 
     def _control(self, job: JobRef, what: str, actions: dict[str, str]) -> None:
         session = self._session_of(job)

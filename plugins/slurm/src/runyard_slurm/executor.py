@@ -42,6 +42,9 @@ RESERVED_OPTIONS = {
     "account": "use the account field",
     "qos": "use the qos field",
     "job-name": "use the job_name field",
+    "requeue": "use the requeue field",
+    "no-requeue": "use the requeue field (requeue=False)",
+    "open-mode": "runyard appends to the job's output, which a requeued job writes again",
 }
 
 
@@ -112,8 +115,13 @@ class SSHTunnel:
         there (like ssh's ``StrictHostKeyChecking=accept-new``). Off by default.
     :param connect_timeout: seconds one connection attempt may take.
     :param retry_for: seconds during which a dropped or refused connection is retried,
-        with backoff, before an operation fails.
-    :param keepalive: seconds between SSH keepalive messages.
+        with backoff, before an operation fails (``UnreachableError``); until the cluster
+        answers again, operations then fail at once (a new connection is tried every few s).
+    :param keepalive: seconds between SSH keepalive messages on an idle connection (0: none).
+    :param dead_after: seconds a keepalive may go unanswered before the connection is taken
+        for dead (a network that swallows packets) and opened again; while a command runs,
+        one is sent every ``dead_after / 2`` seconds. 0: never (a lost peer then shows only
+        when TCP gives up).
     """
 
     kind: ClassVar[str] = "ssh"
@@ -128,6 +136,7 @@ class SSHTunnel:
     connect_timeout: float = attrs.field(default=10.0, validator=_positive_number)
     retry_for: float = attrs.field(default=30.0, validator=_number_or_zero)
     keepalive: float = attrs.field(default=30.0, validator=_number_or_zero)
+    dead_after: float = attrs.field(default=5.0, validator=_number_or_zero)
 
     def cluster(self) -> str:
         """The cluster's identity: jobs on equal identities can depend on each other."""
@@ -222,6 +231,13 @@ def _check_parameters(instance: Any, attribute: attrs.Attribute[Any], value: Any
         check_text(item, f"SlurmExecutor.additional_parameters[{key!r}]")
 
 
+def _optional_flag(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(
+            f"{type(instance).__name__}.{attribute.name} must be True, False or None, got {value!r}"
+        )
+
+
 def _check_code(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None:
         check_text(value, "SlurmExecutor.code")
@@ -257,6 +273,10 @@ class SlurmExecutor(Executor):
         or ``None`` (the code is on the cluster already).
     :param array: tasks launched together on identical executors (a task group) are
         submitted as one job array; each element is still its own task.
+    :param requeue: whether Slurm may run the job again by itself after a node failure or
+        a preemption (``--requeue``; ``False``: ``--no-requeue``; ``None``: the cluster's
+        default, ``JobRequeue`` in slurm.conf, which is to requeue). Each run is an attempt
+        of its own: the one before ends with failure ``node_failure`` or ``preempted``.
     """
 
     kind: ClassVar[str] = "slurm"
@@ -278,6 +298,7 @@ class SlurmExecutor(Executor):
     python: str = attrs.field(default="python3", validator=_check_python)
     code: str | None = attrs.field(default="git", validator=_check_code)
     array: bool = True
+    requeue: bool | None = attrs.field(default=None, validator=_optional_flag)
 
     def __attrs_post_init__(self) -> None:
         if self.tunnel is None or self.partition is None or self.account is None or self.qos is None:

@@ -8,6 +8,7 @@ characters in option values) are refused when the executor is created.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Sequence
 
@@ -75,8 +76,11 @@ def options(
     output: str,
     after: Sequence[str] = (),
     array_size: int | None = None,
+    tag: str | None = None,
 ) -> list[tuple[str, str | None]]:
-    """The sbatch options of a job, as (name, value) pairs (value None: a bare flag)."""
+    """The sbatch options of a job, as (name, value) pairs (value None: a bare flag).
+
+    ``tag`` (see :func:`tag`) becomes the job's comment, before any comment of the user's."""
     opts: list[tuple[str, str | None]] = [("job-name", executor.job_name or job_name), ("output", output)]
     if executor.partition:
         opts.append(("partition", executor.partition))
@@ -94,15 +98,25 @@ def options(
         opts.append(("account", executor.account))
     if executor.qos:
         opts.append(("qos", executor.qos))
+    if executor.requeue is not None:
+        opts.append(("requeue" if executor.requeue else "no-requeue", None))
+    opts.append(("open-mode", "append"))  # a requeued job's run must not wipe what the one before wrote
     if array_size is not None:
         opts.append(("array", f"0-{array_size - 1}"))
     if after:
         opts.append(("dependency", "afterok:" + ":".join(after)))
         opts.append(("kill-on-invalid-dep", "yes"))
+    comment = tag
     for key, value in executor.additional_parameters.items():
         if value is None or value is False:
             continue
-        opts.append((key.replace("_", "-"), None if value is True else str(value)))
+        name = key.replace("_", "-")
+        if name == "comment" and tag is not None and value is not True:
+            comment = f"{tag} {value}"
+            continue
+        opts.append((name, None if value is True else str(value)))
+    if comment is not None:
+        opts.append(("comment", comment))
     return opts
 
 
@@ -122,21 +136,35 @@ def _quote_value(name: str, value: str) -> str:
 
 
 def _task_lines(job: JobFiles, executor: SlurmExecutor, *, show: bool, output_link: str | None) -> list[str]:
+    """The lines that start one attempt. A job Slurm runs again by itself (requeued after a
+    node failure or a preemption, ``SLURM_RESTART_COUNT`` set) runs the next attempt, in its
+    own folder (``$a``: the attempt submitted plus the restarts): its runner claims that
+    attempt, and the script's own output goes to that attempt's ``slurm.out``."""
     env = job.env if show else masked(job.env)
-    lines = []
+    lines = [f"a=$(({job.attempt} + ${{SLURM_RESTART_COUNT:-0}}))"]
+    again = shlex.quote(job.task_dir) + '/attempt-"$a"'
+    restarted = f"mkdir -p {again} && exec >{again}/slurm.out 2>&1 || exit 70"
     if output_link is not None:  # a shell word: Slurm's output file of this array element
-        lines.append(f"ln -sf {output_link} {shlex.quote(job.attempt_dir + '/slurm.out')}")
+        link = f"ln -sf {output_link} {shlex.quote(job.attempt_dir + '/slurm.out')}"
+        lines.append(f'if [ "$a" = {job.attempt} ]; then {link}; else {restarted}; fi')
+    else:
+        lines.append(f'if [ "$a" != {job.attempt} ]; then {restarted}; fi')
     for name in sorted(env):
-        lines.append(f"export {_env_name(name)}={_quote_value(name, env[name])}")
+        value = '"$a"' if name == "RUNYARD_ATTEMPT" else _quote_value(name, env[name])
+        lines.append(f"export {_env_name(name)}={value}")
     where = shlex.quote(job.task_dir)
     if job.cwd:
         lines.append(f"cd {shlex.quote(job.cwd)} 2>/dev/null || cd {where} || exit 70")
     else:
         lines.append(f"cd {where} || exit 70")
-    command = list(job.command)
+    words = [shlex.quote(word) for word in job.command]
+    if len(words) < 4 or job.command[3] != str(job.attempt):
+        raise ValueError(f"not a runner command line (TASK_DIR ATTEMPT third and fourth): {job.command}")
+    words[3] = '"$a"'  # PROGRAM RUNNER TASK_DIR ATTEMPT ... (runyard.jobfiles.runner_command)
     if executor.processes > 1:
-        command = ["srun", "--kill-on-bad-exit=1", "/bin/bash", "-c", RANK_WRAPPER, "runyard-rank", *command]
-    lines.append("exec " + shlex.join(command))
+        srun = ["srun", "--kill-on-bad-exit=1", "/bin/bash", "-c", RANK_WRAPPER, "runyard-rank"]
+        words = [shlex.quote(word) for word in srun] + words
+    lines.append("exec " + " ".join(words))
     return lines
 
 
@@ -161,12 +189,16 @@ def render(
     if array:
         name = _group_name([j.task_id for j in jobs], experiment_id)
         output = _output_path(output_dir) + "/%A_%a.out"  # %A: the array's job id, %a: the index
-        opts = options(executor, job_name=name, output=output, after=after, array_size=len(jobs))
+        opts = options(
+            executor, job_name=name, output=output, after=after, array_size=len(jobs),
+            tag=tag(experiment_id, jobs),
+        )  # fmt: skip
     else:
         [job] = jobs
         opts = options(
-            executor, job_name=job.task_id, output=_output_path(f"{job.attempt_dir}/slurm.out"), after=after
-        )
+            executor, job_name=job.task_id, output=_output_path(f"{job.attempt_dir}/slurm.out"), after=after,
+            tag=tag(experiment_id, jobs),
+        )  # fmt: skip
     lines = ["#!/bin/bash"]
     for key, value in opts:
         lines.append(f"#SBATCH --{key}" + ("" if value is None else "=" + directive_quote(value)))
@@ -197,23 +229,54 @@ def _group_name(task_ids: Sequence[str], experiment_id: str) -> str:
     return stems.pop() if len(stems) == 1 else experiment_id.partition("_")[2] or experiment_id
 
 
-# ------------------------------------------------------------------------------ submitting
-def submit_command(job_dir: str, scripts: Sequence[str]) -> str:
-    """One command that unpacks the job files (a tar on stdin) under ``job_dir`` and submits
-    ``scripts`` with ``sbatch --parsable``, printing ``<exit code>\\t<stdout>\\t<stderr>`` per
-    script, in order.
+def tag(experiment_id: str, jobs: Sequence[JobFiles]) -> str:
+    """The comment that names one submission of these attempts, the same every time they are
+    submitted: ``runyard:<experiment>/<task>/<attempt>`` for one job, for a job array
+    ``runyard:<experiment>/array-<digest of its tasks and attempts>``. Before a submission is
+    repeated, the job that carries it is looked up (:func:`find_command`)."""
+    if len(jobs) == 1:
+        return f"runyard:{experiment_id}/{jobs[0].task_id}/{jobs[0].attempt}"
+    listed = "\n".join(f"{j.task_id}/{j.attempt}" for j in jobs)
+    return f"runyard:{experiment_id}/array-{hashlib.sha256(listed.encode()).hexdigest()[:16]}"
 
-    Repeating it is safe: a script's job id is kept beside it (``<script>.id``) once
-    submitted, and a script that has one is not submitted again (a dropped connection is
-    retried without submitting twice).
+
+def _find(script: str, tag: str) -> str:
+    """:func:`find_command` on shell words (quoted already, or variables)."""
+    return (
+        f"if [ -s {script}.id ]; then head -n 1 {script}.id; "
+        f'else squeue -h -t all -u "$(id -un)" -o "%F|%k" 2>/dev/null'
+        f" | awk -F'|' -v t={tag} '{{split($2, w, \" \")}} w[1] == t {{print $1; exit}}'; fi"
+    )
+
+
+def find_command(script: str, tag: str) -> str:
+    """Prints the job id of ``script``'s submission tagged ``tag``, if one exists: the id kept
+    beside the script (``<script>.id``), else the job of this user that Slurm knows by the
+    tag (``squeue``; an array's job id for an array); prints nothing when there is none."""
+    return _find(shlex.quote(script), shlex.quote(tag))
+
+
+# ------------------------------------------------------------------------------ submitting
+def submit_command(job_dir: str, scripts: Sequence[tuple[str, str]]) -> str:
+    """One command that unpacks the job files (a tar on stdin) under ``job_dir`` and submits
+    each ``(script, tag)`` with ``sbatch --parsable``, printing ``<exit code>\\t<stdout>\\t<stderr>``
+    per script, in order.
+
+    Repeating it submits nothing twice (a dropped connection is retried; a new driver
+    launches an attempt a dead one may have submitted): a script is submitted under a lock
+    (``flock`` on ``<script>.lock``, so a repeat waits for an ``sbatch`` still running), its job
+    id is kept beside it (``<script>.id``), and a script tried before (``<script>.try``) is
+    first looked up by its tag (:func:`find_command`: the job id kept, else Slurm's queue).
     """
-    quoted = " ".join(shlex.quote(s) for s in scripts)
+    words = " ".join(f"{shlex.quote(script)} {shlex.quote(tag)}" for script, tag in scripts)
     return (
         f"mkdir -p {shlex.quote(job_dir)} && cd {shlex.quote(job_dir)} && tar -x -o -f - && "
-        "e=$(mktemp) && for s in " + quoted + "; do "
-        'if [ -s "$s.id" ]; then o=$(cat "$s.id"); r=0; : >"$e"; '
-        'else o=$(sbatch --parsable "$s" 2>"$e"); r=$?; '
-        'if [ $r -eq 0 ]; then printf "%s\\n" "$o" >"$s.id"; fi; fi; '
+        f"e=$(mktemp) && set -- {words} && while [ $# -gt 1 ]; do s=$1; t=$2; shift 2; "
+        'exec 9>>"$s.lock"; if command -v flock >/dev/null 2>&1; then flock 9; fi; o=; '
+        'if [ -s "$s.id" ] || [ -e "$s.try" ]; then o=$(' + _find('"$s"', '"$t"') + "); fi; "
+        'if [ -n "$o" ]; then r=0; : >"$e"; [ -s "$s.id" ] || printf "%s\\n" "$o" >"$s.id"; '
+        'else : >"$s.try"; o=$(sbatch --parsable "$s" 2>"$e"); r=$?; '
+        'if [ $r -eq 0 ]; then printf "%s\\n" "$o" >"$s.id"; fi; fi; exec 9>&-; '
         'printf "%s\\t%s\\t%s\\n" "$r" "$(printf "%s" "$o" | tr "\\n\\t" "  ")" "$(tr "\\n\\t" "\\r " <"$e")"; '
         'done; rm -f "$e"'
     )

@@ -5,20 +5,32 @@ user's login shell is) and reads and writes files. :class:`SSHSession` does both
 paramiko connection per host, kept alive, shared by every executor, experiment, log source
 and artifact store of this process (:func:`session_for`). Every operation is safe to repeat
 (submission included: see ``sbatch.submit_command``), so when the connection drops it is
-opened again and the operation retried, with backoff, for ``SSHTunnel.retry_for`` seconds;
-only then does it fail, with a ``BackendError`` (the driver takes that as "no news": a task
-is never marked FAILED because the cluster could not be reached for a while).
+opened again and the operation retried, with backoff, for ``SSHTunnel.retry_for`` seconds
+(:meth:`Session.patience`: fewer, for a read a person waits on); only then does it fail, with
+an ``UnreachableError`` (core takes that as "no news": a task is never marked FAILED because
+the cluster could not be reached for a while). The session then remembers the outage: until
+the cluster answers again, each operation fails at once with an ``UnreachableError`` naming
+the time it began, and a new connection is tried at most every ``_OUTAGE_RETRY_MAX`` seconds.
+
+A peer that stops answering without closing the connection (a network that swallows
+packets) is found by a watchdog: a keepalive that asks for a reply, every
+``SSHTunnel.keepalive`` seconds on an idle connection and every ``dead_after / 2`` seconds
+while an operation waits on it; one left unanswered for ``SSHTunnel.dead_after`` seconds
+closes the connection, which wakes every operation waiting on it (they retry as above).
 
 Host keys are checked against known_hosts; an unknown host is refused unless
 ``trust_new_host`` is set (then its key is appended to known_hosts). Wrong host keys, a
-refused login and unknown host names fail at once: retrying cannot fix them.
+refused login and unknown host names fail at once, with a ``BackendError`` that says what to
+fix (never an ``UnreachableError``): retrying cannot fix them.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import errno
 import getpass
+import logging
 import os
 import shlex
 import socket
@@ -26,10 +38,11 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from runyard.errors import BackendError
+from runyard.errors import BackendError, BackendRefusedError, UnreachableError
 
 from runyard_slurm.executor import LocalTunnel, SSHTunnel
 
@@ -39,6 +52,12 @@ if TYPE_CHECKING:
 COMMAND_TIMEOUT = 300.0  # seconds a remote command may run (sbatch of a large batch included)
 _BACKOFF_FIRST = 0.25
 _BACKOFF_MAX = 8.0
+_OUTAGE_RETRY_FIRST = 1.0  # during a known outage: seconds until the first new connection attempt,
+_OUTAGE_RETRY_MAX = 5.0  # doubling up to this
+_PROBE = "keepalive@openssh.com"  # a global request any sshd answers (with "unknown request")
+
+# paramiko logs a failed connection's traceback from its own thread; the errors raised here say it
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @attrs.frozen
@@ -69,6 +88,18 @@ class Session(abc.ABC):
         self.commands = 0
         self.connects = 0
         self._home: str | None = None
+        self._local = threading.local()  # this thread's patience (see patience())
+
+    @contextlib.contextmanager
+    def patience(self, seconds: float) -> Iterator[None]:
+        """Operations of this thread inside the block give up on an unreachable cluster after
+        ``seconds`` (when less than the tunnel's ``retry_for``): for reads a person waits on."""
+        before = getattr(self._local, "patience", None)
+        self._local.patience = seconds if before is None else min(before, seconds)
+        try:
+            yield
+        finally:
+            self._local.patience = before
 
     @property
     @abc.abstractmethod
@@ -201,7 +232,7 @@ class LocalSession(Session):
 
 
 # ------------------------------------------------------------------------------ SSH
-class _Permanent(BackendError):
+class _Permanent(BackendRefusedError):
     """A connection failure that retrying cannot fix (host key, login, host name)."""
 
 
@@ -245,6 +276,17 @@ class SSHSession(Session):
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()  # the connection
         self._sftp_lock = threading.RLock()  # paramiko's SFTP client is not thread-safe
+        self._watch_stop: threading.Event | None = None  # set: the watchdog of the connection ends
+        self._dead_peer = ""  # why the watchdog closed the connection, if it did
+        self._busy = 0  # operations waiting on the connection now
+        self._busy_changed = threading.Condition()
+        # the outage, if the cluster could not be reached lately: since when (unix time), why,
+        # and when (monotonic) a new connection may be tried
+        self._outage_lock = threading.Lock()
+        self._down_since: float | None = None
+        self._down_why = ""
+        self._retry_at = 0.0
+        self._retry_delay = _OUTAGE_RETRY_FIRST
 
     @property
     def where(self) -> str:
@@ -255,7 +297,7 @@ class SSHSession(Session):
     def _known_hosts(self) -> str:
         return os.path.expanduser(self.tunnel.known_hosts or os.path.join("~", ".ssh", "known_hosts"))
 
-    def _connect_once(self) -> paramiko.SSHClient:
+    def _connect_once(self, timeout: float) -> paramiko.SSHClient:
         import paramiko
 
         t = self.tunnel
@@ -276,8 +318,8 @@ class SSHSession(Session):
         try:
             client.connect(
                 t.host, port=t.port, username=t.user or getpass.getuser(), key_filename=identity,
-                allow_agent=identity is None, look_for_keys=identity is None, timeout=t.connect_timeout,
-                banner_timeout=t.connect_timeout, auth_timeout=t.connect_timeout,
+                allow_agent=identity is None, look_for_keys=identity is None, timeout=timeout,
+                banner_timeout=timeout, auth_timeout=timeout,
             )  # fmt: skip
         except paramiko.BadHostKeyException as exc:
             client.close()
@@ -310,10 +352,45 @@ class SSHSession(Session):
             client.close()
             raise
         transport = client.get_transport()
-        if transport is not None and t.keepalive:
-            transport.set_keepalive(max(1, int(t.keepalive)))
+        if transport is not None and (t.keepalive or t.dead_after):
+            self._watch_stop = threading.Event()
+            threading.Thread(
+                target=self._watch, args=(transport, self._watch_stop), name=f"runyard-ssh-watch {self.where}",
+                daemon=True,
+            ).start()  # fmt: skip
         self.connects += 1
         return client
+
+    def _watch(self, transport: paramiko.Transport, stop: threading.Event) -> None:
+        """The connection's watchdog: a keepalive that wants a reply, every ``keepalive``
+        seconds while idle and every ``dead_after / 2`` while an operation waits; if none comes
+        within ``dead_after`` seconds the peer is gone: close the transport, which wakes every
+        operation waiting on it (they see the connection lost, and retry)."""
+        t = self.tunnel
+        while not stop.is_set() and transport.is_active():
+            with self._busy_changed:
+                busy = bool(self._busy and t.dead_after)
+                if not busy:  # idle: a keepalive every `keepalive` s; an operation starting wakes us
+                    started = self._busy_changed.wait(t.keepalive or None)
+                    if started:
+                        continue
+            if (busy and stop.wait(t.dead_after / 2)) or not transport.is_active():
+                return  # dropped meanwhile
+            timer = threading.Timer(t.dead_after, self._dead, (transport,)) if t.dead_after else None
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
+            try:
+                transport.global_request(_PROBE, wait=timer is not None)
+            except Exception:  # noqa: S110  the transport is closing: the loop ends
+                pass
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    def _dead(self, transport: paramiko.Transport) -> None:
+        self._dead_peer = f"no answer to a keepalive within {self.tunnel.dead_after:g}s"
+        transport.close()
 
     def _connected(self) -> paramiko.SSHClient:
         with self._lock:
@@ -321,11 +398,23 @@ class SSHSession(Session):
             transport = client.get_transport() if client is not None else None
             if client is None or transport is None or not transport.is_active():
                 self._drop()
-                client = self._client = self._connect_once()
+                self._dead_peer = ""
+                client = self._client = self._connect_once(self._connect_timeout())
             return client
+
+    def _connect_timeout(self) -> float:
+        """A connection attempt lasts no longer than this thread's patience allows."""
+        patience = getattr(self._local, "patience", None)
+        timeout = self.tunnel.connect_timeout
+        return timeout if patience is None else max(0.5, min(timeout, patience))
 
     def _drop(self) -> None:
         with self._lock:
+            if self._watch_stop is not None:
+                self._watch_stop.set()
+                self._watch_stop = None
+                with self._busy_changed:
+                    self._busy_changed.notify_all()  # the watchdog sees its stop at once
             if self._sftp is not None:
                 try:
                     self._sftp.close()
@@ -344,12 +433,33 @@ class SSHSession(Session):
             return self._sftp
 
     def _retrying(self, what: str, op: Any) -> Any:
-        """``op()``; on a dropped or refused connection, reconnect and retry with backoff."""
-        deadline = time.monotonic() + self.tunnel.retry_for
+        """``op()``; on a dropped or refused connection, reconnect and retry with backoff for
+        ``retry_for`` seconds (or this thread's patience), then raise ``UnreachableError``.
+        During a known outage: one attempt if one is due, else ``UnreachableError`` at once."""
+        retry_for = self.tunnel.retry_for
+        patience = getattr(self._local, "patience", None)
+        if patience is not None:
+            retry_for = min(retry_for, patience)
+        with self._outage_lock:
+            if self._down_since is not None:
+                if time.monotonic() < self._retry_at:
+                    raise self._unreachable(what)
+                retry_for = 0.0  # one attempt: is it back?
         delay = _BACKOFF_FIRST
+        first_failure: float | None = None
+        why = ""
+        # retry_for seconds from the first failure, or this thread's patience from now
+        deadline = time.monotonic() + patience if patience is not None else float("inf")
         while True:
             try:
-                return op()
+                with self._busy_changed:
+                    self._busy += 1
+                    self._busy_changed.notify_all()
+                try:
+                    result = op()
+                finally:
+                    with self._busy_changed:
+                        self._busy -= 1
             except Exception as exc:
                 if not _is_transient(exc):
                     if isinstance(exc, BackendError):
@@ -357,14 +467,35 @@ class SSHSession(Session):
                     if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
                         raise BackendError(f"{what} on {self.where}: {exc}") from None  # e.g. permission
                     raise
+                if first_failure is None:  # what went wrong first says most
+                    why = self._dead_peer or f"{type(exc).__name__}: {exc or 'connection lost'}"
+                    first_failure, deadline = time.time(), min(deadline, time.monotonic() + retry_for)
                 self._drop()
                 if time.monotonic() + delay > deadline:
-                    raise BackendError(
-                        f"cannot reach {self.where} ({type(exc).__name__}: {exc or 'connection lost'}) "
-                        f"while {what}; retried for {self.tunnel.retry_for:g}s"
-                    ) from None
+                    with self._outage_lock:
+                        if self._down_since is None:  # a new outage
+                            self._down_since, self._down_why = first_failure, why
+                            self._retry_delay = _OUTAGE_RETRY_FIRST
+                        self._retry_at = time.monotonic() + self._retry_delay
+                        self._retry_delay = min(self._retry_delay * 2, _OUTAGE_RETRY_MAX)
+                        raise self._unreachable(what, retry_for) from None
                 time.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
+            else:
+                with self._outage_lock:
+                    self._down_since = None
+                return result
+
+    def _unreachable(self, what: str, retried: float | None = None) -> UnreachableError:
+        """The error of an operation during an outage: where, since when, why."""
+        since = self._down_since or time.time()
+        then = time.strftime("%H:%M:%S", time.localtime(since))
+        tried = f"retried for {retried:g}s" if retried else "trying again every few seconds"
+        return UnreachableError(
+            f"cannot reach {self.where} ({self._down_why}) while {what}: unreachable since {then} "
+            f"({time.time() - since:.0f}s ago; {tried})",
+            since=since,
+        )
 
     def close(self) -> None:
         self._drop()
