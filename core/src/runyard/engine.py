@@ -624,6 +624,8 @@ class TaskHandle:
         the cancel is taken back and the error raised."""
         if isinstance(exc, UnreachableError):
             self.move(Event.CANCEL_PENDING, handle={**self.record.handle, CANCEL_PENDING: True})
+            # not ended until its job is: a driver that ended meanwhile leaves it to the next read
+            self.engine.store.mark_ended(self.engine.experiment_id, False)
             warnings.warn(
                 f"task {self.id!r} is cancelled, but its job could not be ended yet: {exc}; it is ended"
                 " when the backend is reachable again",

@@ -120,6 +120,8 @@ class Driver:
         self._poll()
         self._finish_cancels()
         self._cascade_failures()
+        if all(t.status in FINAL_STATES for t in self.tasks.values()) and not self._cancels_left():
+            self.store.mark_ended(self.experiment_id, True)  # (a cancel carried out late: it has ended now)
 
     def needs_driver(self) -> bool:
         """Whether the experiment needs a process to drive it on: tasks still to launch,

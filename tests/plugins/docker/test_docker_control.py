@@ -63,6 +63,9 @@ def test_a_running_container_carries_the_experiment_task_and_attempt_labels(
 # ----------------------------------------------------------------------------- cancel
 def test_cancel_stops_the_container_gracefully_and_removes_it(start: Start, client: Any) -> None:
     exp, _ = start(run.Config(taskdefs.sleep_then_print, 60))
+    attempt = Path(task(exp, "t").local_directory, "attempt-1")
+    # the runner has started (its heartbeat beats): a SIGTERM now is the runner's to handle
+    until(lambda: (attempt / "heartbeat").exists(), "the runner to start")
     exp.cancel("t")
     t = task(exp, "t")
     assert (t.status, t.reason) == ("CANCELLED", "cancelled by user")
