@@ -108,35 +108,57 @@ class ChildProcessBackend(Backend):
 
 
 class Relay:
-    """A TCP relay on 127.0.0.1:<port> in front of the test sshd: the network between runyard
-    and the cluster, made to fail on cue without touching the services other tests use.
+    """A relay in front of a service: the network (or the socket) between runyard and it, made
+    to fail on cue without touching the service other tests use. TCP on 127.0.0.1:<port> for
+    ``target=(host, port)`` (the test sshd); a unix socket at ``path`` for ``target=PATH``
+    (the Docker engine's socket).
 
-    ``stop()`` drops every connection and refuses new ones (a host that went away);
-    ``start()`` brings it back. ``blackhole()`` keeps every connection open but forwards
-    nothing more either way (a network that swallows packets: no reset, no error) until
-    ``release()``; ``mute_replies()`` forwards what runyard sends but not what the server
-    answers, so a command runs on the cluster while its reply is lost."""
+    ``stop()`` drops every connection and refuses new ones (a host, a daemon that went away;
+    a unix socket's file is removed); ``start()`` brings it back. ``blackhole()`` keeps every
+    connection open but forwards nothing more either way (a network that swallows packets: no
+    reset, no error) until ``release()``; ``mute_replies()`` forwards what runyard sends but
+    not what the service answers, so a command runs while its reply is lost; ``stop_on(b"DELETE
+    ")`` stops the relay when runyard sends a request that starts so, the request lost."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int] | str, path: str | None = None) -> None:
         self.target = target
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.unix = isinstance(target, str)
+        if self.unix:
+            assert path is not None, "a unix-socket relay listens at a path"
+            self.path = path
+        else:
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+            probe.close()
+        self.stopped = threading.Event()  # set while it is stopped
+        self.stops = 0  # how many times it was
         self._server: socket.socket | None = None
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self._flowing = threading.Event()  # set: bytes go both ways
         self._flowing.set()
-        self._replies = threading.Event()  # set: the server's bytes go back to runyard
+        self._replies = threading.Event()  # set: the service's bytes go back to runyard
         self._replies.set()
+        self._trap: bytes | None = None
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.path}"
+
+    def _socket(self) -> socket.socket:
+        return socket.socket(socket.AF_UNIX if self.unix else socket.AF_INET)
 
     def start(self) -> None:
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", self.port))
-        server.listen(16)
+        server = self._socket()
+        if self.unix:
+            server.bind(self.path)
+        else:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", self.port))
+        server.listen(32)
         self._server = server
+        self.stopped.clear()
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 
     def _accept(self, server: socket.socket) -> None:
@@ -145,7 +167,8 @@ class Relay:
                 client, _ = server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
+            upstream = self._socket()
+            upstream.connect(self.target)
             with self._lock:
                 self._open += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
@@ -157,6 +180,10 @@ class Relay:
                 self._flowing.wait()
                 if reply:
                     self._replies.wait()
+                elif self._trap is not None and data.startswith(self._trap):
+                    self._trap = None
+                    self.stop()
+                    return
                 dst.sendall(data)
         except OSError:
             pass
@@ -172,6 +199,9 @@ class Relay:
     def mute_replies(self) -> None:
         self._replies.clear()
 
+    def stop_on(self, prefix: bytes) -> None:
+        self._trap = prefix
+
     def release(self) -> None:
         self._flowing.set()
         self._replies.set()
@@ -185,6 +215,9 @@ class Relay:
                 pass
             self._server.close()
             self._server = None
+        if self.unix:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
         with self._lock:
             for s in self._open:
                 try:
@@ -193,6 +226,8 @@ class Relay:
                     pass
                 s.close()
             self._open = []
+        self.stops += 1
+        self.stopped.set()
         self.release()
 
 

@@ -60,8 +60,10 @@ class Executor:
         return self.kind
 
 
-class _Folders:
-    """The folders of one attempt, from its ids (``naming``: never parsed back into ids)."""
+class AttemptFolders:
+    """The folders of one attempt, from its ids (``naming``: never parsed back into ids). A
+    mixin for attrs classes with ``experiment_dir``, ``task_id`` and ``attempt`` fields (a
+    backend's own record of a job, where those are the job's paths)."""
 
     __slots__ = ()
 
@@ -79,7 +81,7 @@ class _Folders:
 
 
 @attrs.define
-class JobRef(_Folders):
+class JobRef(AttemptFolders):
     """One attempt of one task, and the job that runs it once launched (``job_id``, ``handle``):
     enough to find it from any process. Backends and log sources get ids, never paths to parse;
     ``experiment_dir`` is the experiment's folder on this machine (``naming.task_dir``)."""
@@ -94,7 +96,7 @@ class JobRef(_Folders):
 
 
 @attrs.define
-class JobSpec(_Folders):
+class JobSpec(AttemptFolders):
     """Everything a backend needs to launch one attempt of one task.
 
     ``task_dir`` holds ``task.json`` (written by core); the runner writes ``attempt_dir``.

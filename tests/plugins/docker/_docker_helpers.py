@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,87 +31,8 @@ def containers_of(client: Any, experiment_id: str) -> list[Any]:
     return client.containers.list(all=True, sparse=True, filters={"label": f"{LABEL}={experiment_id}"})
 
 
-class SocketRelay:
-    """A unix-socket relay in front of the Docker engine's socket: the daemon, made to go
-    away on cue without stopping the engine other tests use.
-
-    ``stop()`` drops every connection and removes the socket file, so every call fails as it
-    does against a stopped daemon (a raw ``requests`` ConnectionError in the SDK); ``start()``
-    brings it back. ``stop_on(b"DELETE ")`` stops it when runyard sends a request that starts
-    so, the request lost (the daemon went away just as it was sent)."""
-
-    def __init__(self, target: str, path: str) -> None:
-        self.target, self.path = target, path
-        self.stopped = threading.Event()  # set while it is stopped
-        self.stops = 0  # how many times it was
-        self._server: socket.socket | None = None
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._trap: bytes | None = None
-
-    @property
-    def docker_host(self) -> str:
-        return f"unix://{self.path}"
-
-    def start(self) -> None:
-        server = socket.socket(socket.AF_UNIX)
-        server.bind(self.path)
-        server.listen(32)
-        self._server = server
-        self.stopped.clear()
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def stop_on(self, prefix: bytes) -> None:
-        self._trap = prefix
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.target)
-            with self._lock:
-                self._open += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, request: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                trap = self._trap
-                if request and trap is not None and data.startswith(trap):
-                    self._trap = None
-                    self.stop()
-                    return
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def stop(self) -> None:
-        if self._server is not None:
-            try:
-                self._server.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._server.close()
-            self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        with self._lock:
-            for s in self._open:
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            self._open = []
-        self.stops += 1
-        self.stopped.set()
+# the Docker engine's socket, made to go away on cue (helpers.Relay, at a unix socket)
+SocketRelay = helpers.Relay
 
 
 class Dockerd:

@@ -251,15 +251,25 @@ def _point(relay: Relay, port: int) -> None:
     relay.start()
 
 
-def test_a_host_key_that_changes_while_a_job_runs_fails_poll_and_cancel_with_what_to_do(
-    cluster: Cluster, relay: Relay, other_sshd: int, tmp_path: Path
-) -> None:
+def _a_minute_long_job_through(
+    cluster: Cluster, relay: Relay, tmp_path: Path, title: str
+) -> tuple[run.Experiment, str]:
+    """An experiment of one task of a minute, on the cluster through the relay (with a tunnel
+    that would retry for ten minutes: a wait that never ends would show as a hang); and the
+    known_hosts file it trusts."""
     known = known_hosts_for(cluster, tmp_path / "kh", relay.port)
-    tunnel = cluster.tunnel(port=relay.port, known_hosts=known, retry_for=600)  # retrying would hang
-    exp = run.Experiment("host-key-changed")
+    tunnel = cluster.tunnel(port=relay.port, known_hosts=known, retry_for=600)
+    exp = run.Experiment(title)
     exp.add(
         run.Config(taskdefs.sleep_then_print, 60, "x"), executor=cluster.executor(tunnel=tunnel), name="t"
     )
+    return exp, known
+
+
+def test_a_host_key_that_changes_while_a_job_runs_fails_poll_and_cancel_with_what_to_do(
+    cluster: Cluster, relay: Relay, other_sshd: int, tmp_path: Path
+) -> None:
+    exp, known = _a_minute_long_job_through(cluster, relay, tmp_path, "host-key-changed")
     exp.run(detach=True)
     backend = plugin_manager().backend("slurm")
     refs = job_refs(exp, exp.tasks[0].executor)
@@ -283,12 +293,7 @@ def test_a_host_key_that_changes_while_a_job_runs_fails_poll_and_cancel_with_wha
 def test_an_attached_run_whose_host_key_changes_stops_saying_what_to_do_instead_of_hanging(
     cluster: Cluster, relay: Relay, other_sshd: int, tmp_path: Path
 ) -> None:
-    known = known_hosts_for(cluster, tmp_path / "kh", relay.port)
-    tunnel = cluster.tunnel(port=relay.port, known_hosts=known, retry_for=600)  # retrying would hang
-    exp = run.Experiment("host-key-changed-attached")
-    exp.add(
-        run.Config(taskdefs.sleep_then_print, 60, "x"), executor=cluster.executor(tunnel=tunnel), name="t"
-    )
+    exp, known = _a_minute_long_job_through(cluster, relay, tmp_path, "host-key-changed-attached")
     outcome: list[BaseException] = []
 
     def attached() -> None:

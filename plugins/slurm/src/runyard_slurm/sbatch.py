@@ -13,8 +13,8 @@ import shlex
 from collections.abc import Sequence
 
 import attrs
-from runyard import naming
 from runyard.errors import BackendError
+from runyard.executor import AttemptFolders
 from runyard.redact import masked
 
 from runyard_slurm.executor import SlurmExecutor
@@ -33,8 +33,9 @@ RANK_WRAPPER = (
 
 
 @attrs.frozen
-class JobFiles:
-    """One task attempt as its job sees it: every path is on the cluster.
+class JobFiles(AttemptFolders):
+    """One task attempt as its job sees it: every path is on the cluster (``task_dir``,
+    ``attempt_dir``: ``runyard.executor.AttemptFolders``).
 
     ``command`` starts the in-job runner (``runyard.jobfiles.runner_command``) on
     ``task_dir``.
@@ -46,14 +47,6 @@ class JobFiles:
     env: dict[str, str]
     command: tuple[str, ...]
     cwd: str | None = None
-
-    @property
-    def task_dir(self) -> str:
-        return naming.task_dir(self.experiment_dir, self.task_id)
-
-    @property
-    def attempt_dir(self) -> str:
-        return naming.attempt_dir(self.experiment_dir, self.task_id, self.attempt)
 
 
 def directive_quote(value: str) -> str:
