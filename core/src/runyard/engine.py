@@ -557,7 +557,7 @@ class TaskHandle:
         """The backend ran the job again by itself (requeued after a preemption or a node
         failure): each attempt before ``status.attempt`` ends, and the next starts, on the same
         job; the record after that (its final state, if any, is recorded next)."""
-        failure = status.failure if status.failure == "node_failure" else "preempted"
+        failure = status.requeued_by if status.requeued_by == "node_failure" else "preempted"
         to = State.SUBMITTED if status.state is State.SUBMITTED else State.RUNNING
         for n in range(self.record.attempts, status.attempt or 0):
             self.move(

@@ -141,8 +141,9 @@ class JobStatus:
     says ``"error"`` for an exit code, ``"lost"`` for none.
     ``attempt``: the attempt the job is on now, when the backend ran it again by itself (a
     requeued Slurm job: the attempt it started as plus its restarts); core then closes the
-    attempts before it (``failure``: "preempted" unless the backend says "node_failure") and
-    records the new one, on the same job id.
+    attempts before it with the failure kind ``requeued_by`` ("preempted" when None, or
+    "node_failure") and records the new one, on the same job id; ``failure`` stays the new
+    attempt's own.
     ``claim``: set when the job is not the one that runs the attempt — another launch's
     runner claimed it (see ``jobfiles.CLAIM``); core then adopts that job (``Backend.adopt``).
     """
@@ -155,6 +156,7 @@ class JobStatus:
     claim: dict[str, Any] | None = None
     failure: str | None = None  # a failure kind the backend knows (``states.FAILURES``): "oom"...
     attempt: int | None = None  # the attempt the job runs now, when it moved on (requeued)
+    requeued_by: str | None = None  # how the attempts before ``attempt`` ended: "preempted", "node_failure"
 
 
 class Backend(abc.ABC):

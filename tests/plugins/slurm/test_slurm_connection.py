@@ -368,3 +368,26 @@ def test_a_poll_through_a_connection_that_swallows_packets_gives_no_news_in_seco
     relay.start()
     until(lambda: _answer(session_for(executor.tunnel), "echo up"), "the session to reconnect", timeout=30)
     exp.cancel_all()
+
+
+def test_a_changed_host_key_on_one_cluster_is_said_even_while_another_cluster_answers(
+    cluster: Cluster, relay: Relay, other_sshd: int, tmp_path: Path
+) -> None:
+    changed, _ = _a_minute_long_job_through(cluster, relay, tmp_path, "host-key-one-of-two")
+    fine = run.Experiment("host-key-other-cluster")
+    fine.add(run.Config(taskdefs.sleep_then_print, 60, "x"), executor=cluster.executor(), name="t")
+    for exp in (changed, fine):
+        exp.run(detach=True)
+    backend = plugin_manager().backend("slurm")
+    refs = [*job_refs(changed, changed.tasks[0].executor), *job_refs(fine, fine.tasks[0].executor)]
+    sshd_port = relay.target[1]
+    _point(relay, other_sshd)
+    try:
+        time.sleep(backend.poll_interval())
+        error = returns_within(60, lambda: backend.poll(refs))
+        assert isinstance(error, BackendRefusedError), error
+        assert "ssh-keygen -R" in str(error)
+    finally:
+        _point(relay, sshd_port)
+    for exp in (changed, fine):
+        exp.cancel_all()

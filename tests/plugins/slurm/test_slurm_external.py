@@ -189,8 +189,16 @@ def test_a_node_fail_requeue_is_reported_as_the_next_attempt_with_node_failure(
     finally:
         cluster.sh(f"rm -rf {cluster.job_dir}/nodefail-exp")
 
-    assert (running.state, running.attempt, running.failure) == (State.RUNNING, 2, "node_failure")
-    assert (ended.state, ended.attempt, ended.failure) == (State.SUCCEEDED, 2, None)
+    # the run before ended by the node's failure; the new attempt's own outcome is apart from it
+    assert (running.state, running.attempt, running.requeued_by, running.failure) == (
+        State.RUNNING, 2, "node_failure", None,
+    )  # fmt: skip
+    assert (ended.state, ended.attempt, ended.requeued_by, ended.failure) == (
+        State.SUCCEEDED,
+        2,
+        "node_failure",
+        None,
+    )
 
 
 REQUEUED_TASK = 'echo "run $RUNYARD_ATTEMPT"; if [ "$RUNYARD_ATTEMPT" = 1 ]; then sleep 300; fi; echo done'

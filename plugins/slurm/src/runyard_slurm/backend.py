@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from runyard.errors import BackendError
+from runyard.errors import BackendError, BackendRefusedError
 from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
 from runyard.jobfiles import (
     CLAIM,
@@ -50,7 +50,7 @@ from runyard.jobfiles import (
     superseded_status,
 )
 from runyard.packaging import CodePackage, package_code
-from runyard.states import FINAL_STATES, State
+from runyard.states import State
 
 from runyard_slurm import sbatch, status
 from runyard_slurm.config import load_defaults
@@ -473,6 +473,9 @@ class SlurmBackend(Backend):
                 out.update(self._poll_cluster(session, where, refs))
             except BackendError as exc:  # this cluster is unreachable: no news from it
                 errors.append(exc)
+        refused = [e for e in errors if isinstance(e, BackendRefusedError)]
+        if refused:  # only a person can fix it: say so, even while other clusters answer
+            raise refused[0]
         if errors and not out:
             raise errors[0]
         with self._lock:
@@ -537,8 +540,7 @@ class SlurmBackend(Backend):
             if decided is not None:
                 if attempt > ref.attempt and job is not None:
                     decided.attempt = attempt
-                    if decided.failure is None and decided.state not in FINAL_STATES:
-                        decided.failure = status.requeue_failure(job)  # how the run before ended
+                    decided.requeued_by = status.requeue_failure(job)  # how the run before ended
                 out[ref.job_id] = decided
         return out
 
