@@ -18,8 +18,8 @@ import secrets
 import sqlite3
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from runyard import naming, redact, serialization
 from runyard.errors import (
@@ -44,7 +44,7 @@ from runyard.store import AttemptRecord, ExperimentRecord, Lease, Settings, Stor
 if TYPE_CHECKING:
     from runyard.plugins import Plugins
 
-_LIVE = tuple(LIVE_STATES)
+_T = TypeVar("_T")
 CANCEL_PENDING = "cancel_pending"  # in a cancelled task's handle: its job is still to be ended
 UNREACHABLE_RETRY = 5.0  # seconds before a launch tries again a backend found unreachable
 
@@ -277,12 +277,8 @@ class Engine:
     def poll(self, handles: Sequence[TaskHandle]) -> dict[str, JobStatus]:
         """The backends' news of live tasks with a job, by task id; a backend that cannot be
         reached now gives none (a dropped connection never fails a task by itself)."""
-        groups: dict[int, tuple[Backend, list[TaskHandle]]] = {}
-        for h in handles:
-            backend = h.backend
-            groups.setdefault(id(backend), (backend, []))[1].append(h)
         out: dict[str, JobStatus] = {}
-        for backend, group in groups.values():
+        for backend, group in by_backend((h.backend, h) for h in handles):
             try:
                 statuses = backend.poll([h.ref() for h in group])
             except UnreachableError as exc:
@@ -312,7 +308,7 @@ class Engine:
         Each attempt is recorded SUBMITTED with a new launch id before its job starts: a
         driver that dies after starting it leaves the id behind, and the runner's claim names
         it (``scheduler.Driver._recover``)."""
-        groups: dict[int, tuple[Backend, list[tuple[TaskHandle, JobSpec]]]] = {}
+        claimed: list[tuple[Backend, tuple[TaskHandle, JobSpec]]] = []
         for h, after in batch:
             attempt = h.record.attempts + 1
             launch = secrets.token_hex(8)
@@ -333,10 +329,11 @@ class Engine:
                        reason=f"launch failed: {exc}", end_time=time.time())  # fmt: skip
                 continue
             spec.env["RUNYARD_LAUNCH_ID"] = launch
-            backend = h.backend
-            groups.setdefault(id(backend), (backend, []))[1].append((h, spec))
-        for backend, launched in groups.values():
+            claimed.append((h.backend, (h, spec)))
+        for backend, launched in by_backend(claimed):
             results = backend.launch_many([spec for _, spec in launched])
+            if not any(isinstance(r, UnreachableError) for r in results):
+                self.unreachable.pop(id(backend), None)  # it answered: launches on it wait no more
             for (h, spec), result in zip(launched, results, strict=True):
                 if isinstance(result, UnreachableError):  # it may come back: no attempt used, wait
                     self.unreachable[id(backend)] = (time.monotonic(), result)
@@ -366,7 +363,7 @@ class Engine:
         for a cluster's jobs). The first error other than an unreachable backend is raised once
         every task has been dealt with (those it concerns are not cancelled)."""
         done: list[str] = []
-        ending: dict[int, tuple[Backend, list[tuple[TaskHandle, State]]]] = {}
+        ending: list[tuple[Backend, tuple[TaskHandle, State]]] = []
         for h in self.handles():
             if h.status in FINAL_STATES:
                 continue
@@ -376,10 +373,9 @@ class Engine:
             done.append(h.id)
             current = h.reload()
             if current.record.job_id is not None:
-                backend = current.backend
-                ending.setdefault(id(backend), (backend, []))[1].append((current, previous))
+                ending.append((current.backend, (current, previous)))
         first: Exception | None = None
-        for backend, group in ending.values():
+        for backend, group in by_backend(ending):
             results = backend.cancel_many([h.ref() for h, _ in group])
             for (h, previous), exc in zip(group, results, strict=True):
                 if exc is None:
@@ -643,10 +639,8 @@ class TaskHandle:
             return True
         try:
             self.backend.cancel(self.ref())
-        except UnreachableError:
+        except BackendError:  # (unreachable still, or a command that failed: tried again next turn)
             return False
-        except BackendError:
-            return False  # tried again at the next turn
         done = {k: v for k, v in r.handle.items() if k != CANCEL_PENDING}
         self.move(Event.CANCEL_PENDING, handle=done)
         return True
@@ -802,6 +796,15 @@ def _new_id(title: str) -> str:
     _last_stamp = micros
     stamp = dt.datetime.fromtimestamp(micros / 1e6, tz=dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     return f"{stamp}_{title}"
+
+
+def by_backend(items: Iterable[tuple[Backend, _T]]) -> list[tuple[Backend, list[_T]]]:
+    """``(backend, item)`` pairs as one list of items per backend, in the order first seen: what
+    a call that serves many jobs at once (poll, launch_many, cancel_many) is given."""
+    groups: dict[int, tuple[Backend, list[_T]]] = {}
+    for backend, item in items:
+        groups.setdefault(id(backend), (backend, []))[1].append(item)
+    return list(groups.values())
 
 
 def _last_lines(data: bytes) -> list[LogEntry]:

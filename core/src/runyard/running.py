@@ -21,8 +21,9 @@ _syncing: dict[str, threading.Thread] = {}  # experiment id -> a sync still wait
 
 
 def driver_alive(engine: Engine) -> bool:
-    """Whether a live process (attached caller or supervisor) drives the experiment."""
-    r = engine.store.experiment(engine.experiment_id)
+    """Whether a live process (attached caller or supervisor) drives the experiment (its
+    record read afresh: ``engine.record`` is then up to date too)."""
+    r = engine.reload()
     return bool(
         r.driver_pid and r.driver_heartbeat and time.time() - r.driver_heartbeat < STALE_AFTER
         and pid_alive(r.driver_pid)
@@ -38,11 +39,10 @@ def sync(engine: Engine, wait: float | None = None) -> list[State]:
     most, with a warning, while the news (if any) is recorded in the background; a backend
     found unreachable is named in a warning, with since when."""
     states = engine.store.task_states(engine.experiment_id)
-    record = engine.reload()
-    if record.launched_at is None or driver_alive(engine):
+    if driver_alive(engine) or engine.record.launched_at is None:
         return states
     if all(s in FINAL_STATES for s in states):
-        if record.ended_at is not None or not _cancels_pending(engine):
+        if engine.record.ended_at is not None or not _cancels_pending(engine):
             return states
     failed: list[BaseException] = []
     wait = SYNC_WAIT if wait is None else wait
@@ -158,7 +158,7 @@ def run_detached(engine: Engine) -> None:
 
 def ensure_driver(engine: Engine) -> None:
     """After retry/resume: make sure some process drives the experiment."""
-    if engine.reload().launched_at is not None and not driver_alive(engine):
+    if not driver_alive(engine) and engine.record.launched_at is not None:
         start_supervisor(engine.store, engine.experiment_id)
 
 
@@ -193,7 +193,7 @@ def takeover(engine: Engine, *, detach: bool) -> State | None:
     None when there is nothing to drive (every task has ended) or a supervisor took it."""
     if driver_alive(engine):
         raise ExperimentStateError(
-            f"experiment {engine.experiment_id} is still driven by live pid {engine.reload().driver_pid}"
+            f"experiment {engine.experiment_id} is still driven by live pid {engine.record.driver_pid}"
         )
     if all(s in FINAL_STATES for s in engine.store.task_states(engine.experiment_id)):
         return None

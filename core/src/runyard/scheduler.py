@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runyard.dag import find_cycle
-from runyard.engine import CANCEL_PENDING, UNREACHABLE_RETRY, Engine, TaskHandle
+from runyard.engine import CANCEL_PENDING, UNREACHABLE_RETRY, Engine, TaskHandle, by_backend
 from runyard.errors import BackendError
 from runyard.executor import Backend, JobRef
 from runyard.states import FINAL_STATES, LIVE_STATES, Event, State, experiment_state
@@ -379,15 +379,10 @@ class Driver:
         # checkpoint interval (a backend's poll interval may be longer than it)
         wait = max(0.01, self._last_heartbeat + self._heartbeat_every() - time.time())
         fds: list[int] = []
-        live: dict[int, tuple[Backend, list[JobRef]]] = {}
-        pending = False
-        for task in self.tasks.values():
-            if task.status in _LIVE and task.job_id is not None:
-                handle = self._handle(task)
-                live.setdefault(id(handle.backend), (handle.backend, []))[1].append(handle.ref())
-            elif task.status is State.PENDING:
-                pending = True
-        for backend, refs in live.values():
+        handles = [self._handle(t) for t in self.tasks.values() if t.status in _LIVE and t.job_id is not None]
+        live = by_backend((h.backend, h.ref()) for h in handles)
+        pending = any(t.status is State.PENDING for t in self.tasks.values())
+        for backend, refs in live:
             wait = min(wait, backend.poll_interval())
             fds.extend(backend.wakeup_fds(refs))
         if pending and not live:
