@@ -30,15 +30,17 @@ PYTHON = sys.executable
 RUN_TIMEOUT = 900.0  # seconds one workload process may take before it is killed
 FORBIDDEN_ON_IMPORT = ("paramiko", "docker", "runyard_")  # module name prefixes
 MS_PER_TASK = 10.0  # the orchestration target, in milliseconds per task
+MAX_PARALLEL = 4  # the queued run's Experiment(max_parallel=...)
 
 # --------------------------------------------------------------------------- workloads
 # Each runs as `python -c CODE ARGS...` with RUNYARD_HOME set, and ends by printing one line
-# "BENCH {json}". Tasks are added one add() call each, as a user's loop would.
+# "BENCH {json}". Tasks are added one add() call each, as a user's loop would. RUN's third
+# argument, when given, is the experiment's max_parallel.
 RUN = r"""
 import json, sys
 import runyard as run
 n, sequential = int(sys.argv[1]), sys.argv[2] == "sequential"
-exp = run.Experiment("bench")
+exp = run.Experiment("bench", max_parallel=int(sys.argv[3]) if len(sys.argv) > 3 else None)
 for _ in range(n):
     exp.add(run.Script(inline="echo hi"))
 state = exp.run(sequential=sequential)
@@ -288,6 +290,13 @@ class Bench:
         self.big = Figure(f"tasks{big}_parallel", f"{big} echo tasks, parallel", big_target, ref="fails")
         self.big_per_task = Figure(f"tasks{big}_per_task", "  orchestration per task", MS_PER_TASK, "ms")
         self.big_rss = Figure(f"tasks{big}_rss", "  peak RSS of that process", None, "MB")
+        # queued: MAX_PARALLEL at a time; target: no worse per task than the unlimited run (set after it)
+        self.queued = Figure(
+            f"tasks{big}_max_parallel{MAX_PARALLEL}", f"{big} echo tasks, max_parallel={MAX_PARALLEL}", None
+        )
+        self.queued_per_task = Figure(
+            f"tasks{big}_max_parallel{MAX_PARALLEL}_per_task", "  orchestration per task", None, "ms"
+        )
         self.det = Figure(f"tasks{big}_detached", f"{big} echo tasks, detached + follow", big_target)
         self.det_per_task = Figure(
             f"tasks{big}_detached_per_task", "  orchestration per task", MS_PER_TASK, "ms"
@@ -303,7 +312,7 @@ class Bench:
     def figures(self) -> list[Figure]:
         return [
             self.baseline, self.imp, self.par20, self.seq20, self.par100,
-            self.big, self.big_per_task, self.big_rss,
+            self.big, self.big_per_task, self.big_rss, self.queued, self.queued_per_task,
             self.det, self.det_per_task, self.det_rss, self.reader,
         ]  # fmt: skip
 
@@ -425,16 +434,23 @@ class Bench:
             self.simple(self.seq20, ["-c", RUN, "20", "sequential"], True, i)
             self.simple(self.par100, ["-c", RUN, "100", "parallel"], True, i)
             self.large(i)
+            self.simple(self.queued, ["-c", RUN, str(self.big_n), "parallel", str(MAX_PARALLEL)], True, i)
             self.detached(i)
         self.check_import()  # after the timed runs: a failed check must not stop them
         base = self.baseline.median or 0.0
-        for total, per_task in ((self.big, self.big_per_task), (self.det, self.det_per_task)):
+        pairs = (
+            (self.big, self.big_per_task),
+            (self.queued, self.queued_per_task),
+            (self.det, self.det_per_task),
+        )
+        for total, per_task in pairs:
             if total.error or not total.values:
                 per_task.fail(WorkloadError(total.error or "no run"))
                 continue
             per_task.values = [(v - base) / self.big_n * 1000 for v in total.values]
             cpu = statistics.median(total.cpu) / self.big_n * 1000 if total.cpu else None
             per_task.note = f"cpu {cpu:.2f} ms per task" if cpu is not None else ""
+        self.queued_per_task.target = self.big_per_task.median  # no worse per task than unlimited
         d = self.detached_detail
         if d["vmhwm_mb"]:
             maxrss = [m for m in d["ru_maxrss_mb"] if m is not None]

@@ -42,7 +42,8 @@ if pid_alive "$S/slurm/slurmctld.pid" slurmctld; then
     for ((i = 0; i < 150; i++)); do [[ -z $(squeue -h -o %A 2>/dev/null) ]] && break; sleep 0.1; done
   fi
 fi
-stop_one "$S/slurm/slurmd.pid" slurmd 20
+# one slurmd per node (slurmd-<node>.pid), and slurmd.pid of the one-node bed before issue 10
+for f in "$S"/slurm/slurmd-*.pid "$S/slurm/slurmd.pid"; do [[ -e $f ]] && stop_one "$f" slurmd 20; done
 stop_one "$S/slurm/slurmctld.pid" slurmctld 20
 stop_one "$S/slurm/slurmdbd.pid" slurmdbd 20
 stop_one "$S/mysql/mysqld.pid" mariadbd 60

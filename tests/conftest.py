@@ -68,7 +68,10 @@ class SshServer:
 
 @dataclasses.dataclass(frozen=True)
 class SlurmCluster:
-    """The one-node test cluster, driven over SSH (host ... known_hosts) like a login node."""
+    """The two-node test cluster (both nodes on this machine), driven over SSH (host ...
+    known_hosts) like a login node. The partitions cpu (default) and gpu hold the first node
+    only; ``multi_partition`` both; ``low_partition`` and ``high_partition`` the second, where
+    a job of high preempts (requeues) jobs of low (docs/testing.md)."""
 
     host: str
     port: int
@@ -81,6 +84,10 @@ class SlurmCluster:
     gpu_partition: str
     gpus: int
     slurm_conf: str
+    nodes: tuple[str, ...]
+    multi_partition: str
+    low_partition: str
+    high_partition: str
     # RUNYARD_SLURM_POLL_MAX for the tests: runyard-slurm's polls back off to 2 s at most, not to
     # the default 10 s, so that a test sees a job end within 2 s of it (the back-off still grows)
     poll_max: float = 2.0
@@ -184,6 +191,10 @@ def slurm_cluster(ssh_server: SshServer) -> SlurmCluster:
         "RUNYARD_TEST_SLURM_GPU_PARTITION",
         "RUNYARD_TEST_SLURM_GPUS",
         "RUNYARD_TEST_SLURM_JOB_DIR",
+        "RUNYARD_TEST_SLURM_NODES",
+        "RUNYARD_TEST_SLURM_MULTI_PARTITION",
+        "RUNYARD_TEST_SLURM_LOW_PARTITION",
+        "RUNYARD_TEST_SLURM_HIGH_PARTITION",
     )
     if not os.path.isfile(f["SLURM_CONF"]):
         _unavailable("the test Slurm cluster", f"{f['SLURM_CONF']} (SLURM_CONF) does not exist")
@@ -200,7 +211,25 @@ def slurm_cluster(ssh_server: SshServer) -> SlurmCluster:
         gpu_partition=f["RUNYARD_TEST_SLURM_GPU_PARTITION"],
         gpus=int(f["RUNYARD_TEST_SLURM_GPUS"]),
         slurm_conf=f["SLURM_CONF"],
+        nodes=tuple(f["RUNYARD_TEST_SLURM_NODES"].split(",")),
+        multi_partition=f["RUNYARD_TEST_SLURM_MULTI_PARTITION"],
+        low_partition=f["RUNYARD_TEST_SLURM_LOW_PARTITION"],
+        high_partition=f["RUNYARD_TEST_SLURM_HIGH_PARTITION"],
     )
+
+
+@pytest.fixture(scope="session")
+def torch_python() -> str:
+    """The python of the test bed's torch venv (RUNYARD_TEST_TORCH_PYTHON: PyTorch's CPU build
+    and numpy, installed with pip by infra/start-services.sh; never a dependency of runyard)."""
+    python = _facts("the torch venv", "RUNYARD_TEST_TORCH_PYTHON")["RUNYARD_TEST_TORCH_PYTHON"]
+    # (importing torch takes seconds: that it is installed is enough here)
+    why = _answers(
+        [python, "-c", "import importlib.util as u; print(u.find_spec('torch') is not None)"], {}, "True"
+    )
+    if why:
+        _unavailable("the torch venv", why)
+    return python
 
 
 @pytest.fixture(scope="session")
@@ -224,8 +253,9 @@ _SERVICE_MARKERS = {"ssh_server": "ssh", "slurm_cluster": "slurm", "docker_engin
 # experiment (job folders, container labels), so tests run in any worker, beside any other,
 # except those that share what a worker cannot. They get an xdist_group, and a group runs in
 # one worker, one test after another:
-# - "slurm": every test that uses the test cluster (marker `slurm`). Its one node has 2 cores
-#   (two jobs at a time) and 2 GPUs: tests in two workers would wait for each other's jobs.
+# - "slurm": every test that uses the test cluster (marker `slurm`). The node of its cpu and
+#   gpu partitions has 2 cores (two jobs at a time) and 2 GPUs: tests in two workers would
+#   wait for each other's jobs.
 # - the tests of a module that use a module-scoped fixture (a second test bed, a venv, the
 #   example's run): in one worker, so that the fixture is made once for them all.
 # The Slurm group is the run's critical path: its worker takes about as long for it as the

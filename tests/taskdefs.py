@@ -112,6 +112,15 @@ def print_lines(count: int, delay: float = 0.0) -> None:
         time.sleep(delay)
 
 
+def use_memory(megabytes: int) -> None:
+    """Allocate and touch ``megabytes`` MB, a megabyte at a time (a task that runs out of memory
+    under a limit is killed on the way), then print ``allocated``."""
+    chunks = []
+    for _ in range(megabytes):
+        chunks.append(bytearray(1 << 20))  # zero-filled: every page is touched
+    print("allocated", len(chunks), flush=True)
+
+
 def ignore_sigterm_then_sleep(seconds: float = 60.0) -> None:
     """Ignore SIGTERM (as a task stuck in a C call would), print ``ready``, then sleep."""
     import signal

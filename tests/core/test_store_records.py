@@ -46,9 +46,9 @@ def test_settings_come_back_as_they_were_given(store: Store) -> None:
 
 
 def test_settings_a_newer_runyard_wrote_are_kept_when_this_one_rewrites_them(store: Store) -> None:
-    newer = {**Settings().to_dict(), "retry_on": ["oom"], "max_parallel": 4}
+    newer = {**Settings().to_dict(), "sweep_policy": ["grid"], "max_gpus": 4}
     sql(store, "UPDATE experiments SET settings = ? WHERE id = ?", json.dumps(newer), EXP)
-    assert store.experiment(EXP).settings.extra == {"retry_on": ["oom"], "max_parallel": 4}
+    assert store.experiment(EXP).settings.extra == {"sweep_policy": ["grid"], "max_gpus": 4}
 
     store.set_paths(EXP, "/main.py", ["/src"])
 

@@ -4,8 +4,9 @@
 - infra/start-services.sh, with a dpkg-query on PATH that has never heard of any package (it
   answers as the real one does for an unknown name), in a new state dir on unused ports beside
   the running test bed: every package goes through apt_install (the real apt-get), and a new
-  sshd, munge key, MariaDB datadir, slurmdbd, slurmctld, slurmd and test image come up from
-  nothing, then infra/stop-services.sh removes them again.
+  sshd, munge key, MariaDB datadir, slurmdbd, slurmctld, a slurmd for each of the two nodes,
+  test image and torch venv (pip, from Debian's python3) come up from nothing, then
+  infra/stop-services.sh removes them again.
 - dev.sh in a fresh clone (the working tree's files over a `git clone`), on Debian's PATH with no
   uv anywhere, and with a python3 that has no pip until apt-get installs python3-pip.
 """
@@ -185,7 +186,8 @@ PID_FILES = [
     "mysql/mysqld.pid",
     "slurm/slurmdbd.pid",
     "slurm/slurmctld.pid",
-    "slurm/slurmd.pid",
+    "slurm/slurmd-node1.pid",
+    "slurm/slurmd-node2.pid",
 ]
 
 
@@ -196,20 +198,21 @@ def pids(state: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def fresh_bed(knows_nothing: str) -> Iterator[FreshBed]:
-    """start-services.sh for ssh, slurm and docker on a machine whose dpkg knows no package, in a
+    """start-services.sh for ssh, slurm, docker and torch on a machine whose dpkg knows no package, in a
     new state dir (short, for unix socket paths) on unused ports, with a new image tag; stopped
     and purged afterwards, and then none of its daemons may be left."""
     state = Path(tempfile.mkdtemp(prefix="ry-fresh-", dir="/tmp"))
     state.chmod(0o755)  # munged wants a world-searchable socket directory
-    ssh, ctld, slurmd, dbd, mysql = free_ports(5)
+    ssh, ctld, slurmd, slurmd2, dbd, mysql = free_ports(6)
     image = f"runyard-test/fresh-{uuid.uuid4().hex[:8]}:3.11"
     env = fresh_env(
         knows_nothing,
         RUNYARD_INFRA_DIR=str(state),
-        RUNYARD_INFRA_COMPONENTS="ssh slurm docker",
+        RUNYARD_INFRA_COMPONENTS="ssh slurm docker torch",
         RUNYARD_INFRA_SSH_PORT=str(ssh),
         RUNYARD_INFRA_SLURMCTLD_PORT=str(ctld),
         RUNYARD_INFRA_SLURMD_PORT=str(slurmd),
+        RUNYARD_INFRA_SLURMD2_PORT=str(slurmd2),
         RUNYARD_INFRA_SLURMDBD_PORT=str(dbd),
         RUNYARD_INFRA_MYSQL_PORT=str(mysql),
         RUNYARD_INFRA_DOCKER_IMAGE=image,
@@ -303,6 +306,30 @@ def test_the_fresh_cluster_runs_a_job_submitted_over_the_fresh_sshd_and_sacct_re
         state = ssh_to(fresh_bed, f"sacct -X -n -P -j {job} -o State").stdout.strip()
     assert state == "COMPLETED"
     assert (job_dir / f"job-{job}.out").read_text() == "42\n"
+
+
+def test_the_fresh_cluster_has_two_nodes_that_run_a_job_across_both(fresh_bed: FreshBed) -> None:
+    job_dir = Path(fresh_bed.facts["RUNYARD_TEST_SLURM_JOB_DIR"])
+    assert fresh_bed.facts["RUNYARD_TEST_SLURM_NODES"] == "node1,node2"
+    multi = fresh_bed.facts["RUNYARD_TEST_SLURM_MULTI_PARTITION"]
+    submit = ssh_to(
+        fresh_bed,
+        f"sbatch --parsable -p {multi} --nodes=2 -D {shlex.quote(str(job_dir))} -o two-%j.out"
+        " --wrap 'srun printenv SLURMD_NODENAME'",
+    )
+    job = submit.stdout.strip()
+    assert submit.returncode == 0 and job.isdigit(), submit.stderr
+    out = job_dir / f"two-{job}.out"
+    until(lambda: out.exists() and len(out.read_text().split()) == 2, "the job's two tasks", timeout=60)
+    assert sorted(out.read_text().split()) == ["node1", "node2"]
+
+
+def test_the_fresh_torch_venv_is_made_with_pip_and_imports_torch(fresh_bed: FreshBed) -> None:
+    python = fresh_bed.facts["RUNYARD_TEST_TORCH_PYTHON"]
+    assert python == f"{fresh_bed.state}/torch/venv/bin/python"
+    assert re.search(r"^  torch +[0-9.]+ s  installed \(torch 2\.13\.0", fresh_bed.started.stdout, re.M)
+    done = sh([python, "-c", "import torch, numpy; print(torch.__version__)"], fresh_env(), timeout=120)
+    assert done.stdout.startswith("2.13.0"), done.stderr
 
 
 def test_the_fresh_image_is_built_from_debian_packages_and_runs_python3(fresh_bed: FreshBed) -> None:

@@ -4,10 +4,14 @@ infra/start-services.sh starts, reached through the session fixtures of tests/co
 from __future__ import annotations
 
 import contextlib
+import glob
+import importlib.metadata
 import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -75,7 +79,7 @@ def test_remote_shell_has_python3_and_the_clusters_slurm_conf(slurm_cluster: Slu
 # ----------------------------------------------------------------------------------- slurm
 
 
-def test_sinfo_over_ssh_lists_the_cpu_and_gpu_partitions(slurm_cluster: SlurmCluster) -> None:
+def test_sinfo_over_ssh_lists_every_partition(slurm_cluster: SlurmCluster) -> None:
     with ssh_session(slurm_cluster.ssh) as client:
         rc, out, err = run(client, "sinfo -h -o %P")
     assert rc == 0, err
@@ -116,6 +120,156 @@ def test_sbatch_over_ssh_runs_a_job_to_completed_and_sacct_records_it(slurm_clus
             with ssh_session(slurm_cluster.ssh) as client:
                 run(client, f"scancel {job_id}")
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def partitions(client: paramiko.SSHClient) -> dict[str, dict[str, str]]:
+    """``scontrol show partition``: name -> its Key=Value fields."""
+    rc, out, err = run(client, "scontrol -o show partition")
+    assert rc == 0, err
+    found = {}
+    for line in out.splitlines():
+        fields = dict(word.partition("=")[::2] for word in line.split() if "=" in word)
+        found[fields["PartitionName"]] = fields
+    return found
+
+
+def test_both_nodes_are_up_on_this_machine_and_the_one_node_partitions_hold_the_first(
+    slurm_cluster: SlurmCluster,
+) -> None:
+    c = slurm_cluster
+    with ssh_session(c.ssh) as client:
+        rc, out, err = run(client, "sinfo -h -N -o '%N %t %P'")
+        assert rc == 0, err
+        states = {n: set() for n in c.nodes}
+        on = {p: set() for p in c.partitions}
+        for line in out.splitlines():
+            node, state, partition = line.split()
+            states[node].add(state)
+            on[partition.rstrip("*")].add(node)
+        addresses = {n: run(client, f"scontrol -o show node {n}")[1] for n in c.nodes}
+    assert c.nodes == ("node1", "node2")
+    for node in c.nodes:  # other tests' jobs may be running there: any state but down or drained
+        assert states[node] <= {"idle", "mix", "alloc", "comp"} and states[node], (node, states[node])
+        assert "NodeAddr=127.0.0.1 " in addresses[node]
+    assert on[c.default_partition] == on[c.gpu_partition] == {"node1"}
+    assert on[c.multi_partition] == {"node1", "node2"}
+    assert on[c.low_partition] == on[c.high_partition] == {"node2"}
+
+
+def test_only_the_low_partition_is_preemptible_and_the_high_one_outranks_it(
+    slurm_cluster: SlurmCluster,
+) -> None:
+    c = slurm_cluster
+    with ssh_session(c.ssh) as client:
+        found = partitions(client)
+    modes = {name: fields["PreemptMode"] for name, fields in found.items()}
+    assert modes == {name: "REQUEUE" if name == c.low_partition else "OFF" for name in c.partitions}
+    assert (found[c.low_partition]["PriorityTier"], found[c.high_partition]["PriorityTier"]) == ("1", "10")
+
+
+def wait_for_state(client: paramiko.SSHClient, job_id: str, states: set[str], timeout: float = 60) -> str:
+    """Polls ``squeue`` until the job is in one of ``states`` (a loose guard against a hang)."""
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = run(client, f"squeue -h -t all -j {job_id} -o %T")[1].strip()
+        if state in states:
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} is {state or 'unknown'}, not {states}, after {timeout}s")
+
+
+def test_a_two_node_job_runs_one_task_on_each_node(slurm_cluster: SlurmCluster) -> None:
+    c = slurm_cluster
+    job_dir = tempfile.mkdtemp(prefix="infra-", dir=c.job_dir)
+    try:
+        with ssh_session(c.ssh) as client:
+            rc, out, err = run(
+                client,
+                f"sbatch --parsable -p {c.multi_partition} --nodes=2 --ntasks-per-node=1"
+                f" -D {shlex.quote(job_dir)} -o job-%j.out"
+                """ --wrap "srun bash -c 'echo \\$SLURM_PROCID \\$SLURMD_NODENAME'\"""",
+            )
+            assert rc == 0, err
+            job_id = out.strip()
+            wait_for_state(client, job_id, {"COMPLETED", "FAILED", "CANCELLED"})
+        with open(os.path.join(job_dir, f"job-{job_id}.out")) as f:
+            assert sorted(f.read().splitlines()) == ["0 node1", "1 node2"]
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def test_a_job_of_the_high_partition_requeues_a_job_of_the_low_one(slurm_cluster: SlurmCluster) -> None:
+    """Preemption on cue: the low job runs, a high job takes the node, the low one goes back to
+    the queue (Slurm lets it start again ~120 s later); sacct -D shows its run PREEMPTED."""
+    c = slurm_cluster
+    low = high = ""
+    with ssh_session(c.ssh) as client:
+        try:
+            rc, out, err = run(
+                client, f"sbatch --parsable -p {c.low_partition} --requeue -o /dev/null --wrap 'sleep 300'"
+            )
+            assert rc == 0, err
+            low = out.strip()
+            wait_for_state(client, low, {"RUNNING"})
+            rc, out, err = run(
+                client, f"sbatch --parsable -p {c.high_partition} --exclusive -o /dev/null --wrap 'sleep 1'"
+            )
+            assert rc == 0, err
+            high = out.strip()
+            assert wait_for_state(client, low, {"PENDING"}) == "PENDING"
+            wait_for_state(client, high, {"COMPLETED"})
+            deadline = time.monotonic() + 30  # sacct lags a few seconds behind
+            runs: list[str] = []
+            while runs[:1] != ["PREEMPTED"] and time.monotonic() < deadline:
+                time.sleep(0.3)
+                runs = run(client, f"sacct -X -D -n -P -j {low} -o State")[1].split()
+            assert runs[:1] == [
+                "PREEMPTED"
+            ]  # its first run; the second is pending (sacct may not list it yet)
+            assert " Restarts=1 " in run(client, f"scontrol -o show job {low}")[1]
+        finally:
+            run(client, f"scancel {low} {high}")
+
+
+# ------------------------------------------------------------------------------- listeners
+
+
+def test_every_daemon_of_the_bed_listens_on_loopback_only(slurm_cluster: SlurmCluster) -> None:
+    state = os.environ.get("RUNYARD_INFRA_DIR", "/tmp/runyard-infra")
+    pid_files = [
+        f"{state}/ssh/sshd.pid", f"{state}/mysql/mysqld.pid", f"{state}/slurm/slurmdbd.pid",
+        f"{state}/slurm/slurmctld.pid", *sorted(glob.glob(f"{state}/slurm/slurmd-*.pid")),
+    ]  # fmt: skip
+    pids = {open(p).read().strip(): os.path.basename(p) for p in pid_files}
+    assert len(pids) == 6  # sshd, mariadbd, slurmdbd, slurmctld and a slurmd per node
+    listening: dict[str, list[str]] = {pid: [] for pid in pids}
+    ss = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    for line in ss.splitlines():
+        local = line.split()[3]
+        for pid in re.findall(r"pid=(\d+)", line):
+            if pid in listening:
+                listening[pid].append(local)
+    for pid, name in pids.items():
+        assert listening[pid], f"{name}: pid {pid} listens nowhere"
+        assert all(a.startswith("127.") for a in listening[pid]), (name, listening[pid])
+
+
+# ----------------------------------------------------------------------------------- torch
+
+
+def test_the_torch_venv_imports_torch_and_is_none_of_runyards_dependencies(torch_python: str) -> None:
+    done = subprocess.run(
+        [torch_python, "-c", "import sys, torch, numpy; print(torch.__version__, sys.prefix)"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    version, prefix = done.stdout.split()
+    assert version.startswith("2.13.0")
+    assert os.path.realpath(prefix) != os.path.realpath(
+        sys.prefix
+    )  # not the project's venv: uv sync would empty it
+    for dist in ("runyard", "runyard-slurm", "runyard-local", "runyard-docker", "runyard-mixed-precision"):
+        assert not [r for r in importlib.metadata.requires(dist) or [] if r.lower().startswith("torch")]
 
 
 # ---------------------------------------------------------------------------------- docker

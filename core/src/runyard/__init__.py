@@ -27,6 +27,7 @@ _CORE = {
     "ExperimentSnapshot": "runyard.experiment",
     "State": "runyard.states",
     "Executor": "runyard.executor",
+    "Torchrun": "runyard.launchers",
     "Backend": "runyard.executor",
     "TaskLogs": "runyard.logs",
     "LogEntry": "runyard.logs",
@@ -56,6 +57,7 @@ PLUGIN_API = (
     "runyard.executor",
     "runyard.hookspecs",
     "runyard.jobfiles",
+    "runyard.launchers",
     "runyard.logs",
     "runyard.naming",
     "runyard.packaging",
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from runyard.executor import Backend, Executor
     from runyard.experiment import Experiment, ExperimentSnapshot
     from runyard.hookspecs import hookimpl
+    from runyard.launchers import Torchrun
     from runyard.logs import LogEntry, LogSource, TaskLogs
     from runyard.registries import Plugin
     from runyard.states import State

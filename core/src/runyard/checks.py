@@ -11,6 +11,9 @@ from runyard import naming, serialization
 from runyard.config import Config, Partial, Script, target_name
 from runyard.errors import ConfigError
 from runyard.executor import Executor
+from runyard.states import RETRY_ON, RETRYABLE
+
+__all__ = ["RETRY_ON"]  # (Experiment's default)
 
 
 def check_number(
@@ -27,6 +30,20 @@ def check_number(
     if value < at_least:
         raise ConfigError(f"{what} must be at least {at_least}, got {value!r}")
     return value
+
+
+def check_retry_on(value: Any) -> list[str]:
+    """``retry_on``: failure kinds (``states.FAILURES``) that ``max_retries`` re-runs."""
+    kinds = [value] if isinstance(value, str) else value
+    if not isinstance(kinds, (list, tuple)) or not all(isinstance(k, str) for k in kinds):
+        raise ConfigError(f"retry_on must be a list of failure kinds, got {value!r}")
+    unknown = [k for k in kinds if k not in RETRYABLE]
+    if unknown:
+        raise ConfigError(
+            f"retry_on: {unknown[0]!r} is not a failure kind that can be retried; the kinds are: "
+            + ", ".join(RETRYABLE)
+        )
+    return list(dict.fromkeys(kinds))
 
 
 def check_metadata(values: Any, what: str = "metadata") -> dict[str, Any]:

@@ -35,11 +35,12 @@ from runyard.errors import (
 )  # fmt: skip
 from runyard.executor import Backend, Executor, JobRef, JobSpec, JobStatus
 from runyard.jobfiles import JOURNAL, STDERR, STDOUT, TASK
+from runyard.launchers import LAUNCHER_ENV, launcher_env, rdzv_id
 from runyard.logs import LogEntry, TaskLogs, parse_journal
 from runyard.registries import TaskSpec
 from runyard.runner import script_argv
 from runyard.states import FINAL_STATES, LIVE_STATES, Event, State
-from runyard.store import AttemptRecord, ExperimentRecord, Lease, Settings, Store, TaskRecord
+from runyard.store import AttemptRecord, ExperimentRecord, Lease, Settings, Store, TaskRecord, UnitsBusy
 
 if TYPE_CHECKING:
     from runyard.plugins import Plugins
@@ -301,26 +302,35 @@ class Engine:
         found = self.unreachable.get(id(backend))
         return found is not None and time.monotonic() - found[0] < UNREACHABLE_RETRY
 
-    def launch(self, batch: Sequence[tuple[TaskHandle, Sequence[TaskHandle]]], lease: Lease | None) -> None:
+    def launch(
+        self,
+        batch: Sequence[tuple[TaskHandle, Sequence[TaskHandle]]],
+        lease: Lease | None,
+        *,
+        max_parallel: int | None = None,
+    ) -> list[tuple[TaskHandle, UnitsBusy]]:
         """Launch the next attempt of each PENDING task (chained after its live dependencies),
         one ``launch_many`` per backend.
 
         Each attempt is recorded SUBMITTED with a new launch id before its job starts: a
         driver that dies after starting it leaves the id behind, and the runner's claim names
-        it (``scheduler.Driver._recover``)."""
+        it (``scheduler.Driver._recover``). The units of resources its executor asks for
+        (``Executor.resource_request``) are leased in that same transaction, and given to the
+        job (``JobSpec.resources``); a task whose units are not all free stays PENDING, at no
+        transition: those are returned, each with what it lacks. The jobs of a backend that
+        ``throttles_groups`` get ``max_parallel`` (``JobSpec.max_parallel``)."""
         claimed: list[tuple[Backend, tuple[TaskHandle, JobSpec]]] = []
+        busy: list[tuple[TaskHandle, UnitsBusy]] = []
         for h, after in batch:
             attempt = h.record.attempts + 1
             launch = secrets.token_hex(8)
-            moved = h.move(
-                Event.LAUNCH,
-                lease=lease,
-                attempts=attempt,
-                reason=None,
-                handle={"launch": launch},
-                job_id=None,
-            )
-            if not moved:
+            fields = {"attempts": attempt, "reason": None, "handle": {"launch": launch}, "job_id": None}
+            try:
+                units = self._launch_move(h, lease, fields)
+            except UnitsBusy as exc:
+                busy.append((h, exc))
+                continue
+            if units is None:
                 continue  # cancelled or paused by another process meanwhile
             try:
                 spec = h.spec(attempt, after, with_secrets=True)
@@ -329,6 +339,9 @@ class Engine:
                        reason=f"launch failed: {exc}", end_time=time.time())  # fmt: skip
                 continue
             spec.env["RUNYARD_LAUNCH_ID"] = launch
+            spec.resources = units
+            if max_parallel is not None and type(h.backend).throttles_groups:
+                spec.max_parallel = max_parallel
             claimed.append((h.backend, (h, spec)))
         for backend, launched in by_backend(claimed):
             results = backend.launch_many([spec for _, spec in launched])
@@ -341,7 +354,7 @@ class Engine:
                            reason=f"waiting: {result}")  # fmt: skip
                     continue
                 if isinstance(result, Exception):  # the backend refused: the attempt failed, say why
-                    to = State.PENDING if spec.attempt <= self.max_retries else State.FAILED
+                    to = State.PENDING if h.reruns("error") else State.FAILED
                     h.move(Event.LAUNCH_FAILED, to, lease=lease, attempt=spec.attempt,
                            reason=f"launch failed: {result}", end_time=time.time())  # fmt: skip
                     continue
@@ -355,6 +368,44 @@ class Engine:
                         backend.cancel(spec.ref(result.job_id, handle))
                     except BackendError:
                         pass
+        return busy
+
+    def requests(self, h: TaskHandle) -> dict[str, int]:
+        """The units of resources each attempt of the task holds (none in direct mode: no
+        executor runs it)."""
+        return {} if self.direct else {k: n for k, n in h.executor.resource_request().items() if n}
+
+    def _launch_move(
+        self, h: TaskHandle, lease: Lease | None, fields: dict[str, Any]
+    ) -> dict[str, list[str]] | None:
+        """The LAUNCH move of a PENDING task, holding the units it asks for; the units (None:
+        it was no longer PENDING). UnitsBusy: too few free. More than its backend's machine
+        has (it changed since ``check_resources``): the attempt fails, saying so."""
+        wants = self.requests(h)
+        if not wants:
+            return {} if h.move(Event.LAUNCH, lease=lease, **fields) else None
+        pool = h.backend.resource_pool()
+        problem = unfit(h.id, wants, pool, h.executor.kind)
+        if problem is not None:
+            if h.move(Event.LAUNCH, lease=lease, **fields):
+                h.move(Event.LAUNCH_FAILED, State.FAILED, lease=lease, attempt=fields["attempts"],
+                       reason=f"launch failed: {problem}", end_time=time.time())  # fmt: skip
+            return None
+        return self.store.launch_leased(self.experiment_id, h.id, wants, pool, lease=lease, **fields)
+
+    def check_resources(self) -> None:
+        """ConfigError when a task asks for more units of a resource than its backend's machine
+        has (``run()`` checks before anything launches: such a task would wait for ever)."""
+        seen: set[str] = set()
+        for record in self.store.tasks(self.experiment_id):
+            if record.executor in seen or record.status in FINAL_STATES:
+                continue
+            seen.add(record.executor)  # (tasks of one executor: the same request)
+            h = self.handle(record)
+            wants = self.requests(h)
+            problem = wants and unfit(h.id, wants, h.backend.resource_pool(), h.executor.kind)
+            if problem:
+                raise ConfigError(problem)
 
     # --- control verbs on many tasks -----------------------------------------------------
     def cancel_all(self, reason: str, *, lease: Lease | None = None) -> list[str]:
@@ -484,9 +535,14 @@ class TaskHandle:
         grace = getattr(executor, "cancel_grace", None)
         if grace is not None:  # the runner escalates a cancel by itself, after this grace
             env.setdefault("RUNYARD_CANCEL_GRACE", str(grace))
+        launcher = executor.launcher
+        if launcher is not None:  # the runner starts it (runyard.launchers)
+            rendezvous = rdzv_id(record.id, r.id, attempt)
+            env[LAUNCHER_ENV] = launcher_env(launcher, executor.default_nproc(), rendezvous)
         spec = JobSpec(
             experiment_id=record.id, task_id=r.id, attempt=attempt, experiment_dir=directory,
             executor=executor, is_script=is_script, argv=argv, env=env, cwd=record.settings.cwd,
+            launcher=launcher,
         )  # fmt: skip
         spec.after = [d.ref() for d in after]
         return spec
@@ -530,14 +586,11 @@ class TaskHandle:
             }
             if status.failure is not None:
                 fields["failure"] = status.failure
-            retries = self.engine.max_retries
-            if status.state is State.FAILED and r.attempts <= retries:
-                failure = status.failure or ("error" if status.exit_code is not None else "lost")
+            failure = status.failure or ("error" if status.exit_code is not None else "lost")
+            if status.state is State.FAILED and self.reruns(failure):
                 why = status.reason or f"exit code {status.exit_code}"
                 fields.pop("failure", None)  # the task is not failed: its attempt is
-                fields.update(
-                    reason=f"retrying (attempt {r.attempts} of {retries + 1} failed: {why})", job_id=None
-                )
+                fields.update(reason=f"retrying ({self._counted_note(failure)}: {why})", job_id=None)
                 self.move(
                     Event.RERUN, lease=lease, attempt=r.attempts,
                     attempt_fields={"reason": why, "failure": failure}, **fields,
@@ -548,6 +601,32 @@ class TaskHandle:
             self.move(
                 Event.START, lease=lease, attempt=r.attempts, start_time=_ts(status.start_time) or time.time()
             )
+
+    def reruns(self, failure: str) -> bool:
+        """Whether the current attempt, failed with ``failure``, is run again: a preempted one
+        always (it never counts), any other whose kind is in ``retry_on`` while the attempts
+        that count (those not preempted, this one included) are at most ``max_retries``."""
+        if failure == "preempted":
+            return True
+        settings = self.engine.record.settings
+        if failure not in settings.retry_kinds:
+            return False
+        return self._counted() <= self.engine.max_retries
+
+    def _counted(self) -> int:
+        """The attempts so far that count against ``max_retries`` (not preempted), this one too."""
+        r = self.record
+        if r.attempts <= 1:
+            return 1
+        return 1 + sum(1 for a in self.attempts() if a.attempt < r.attempts and a.failure != "preempted")
+
+    def _counted_note(self, failure: str) -> str:
+        """``attempt 2 was preempted``, ``attempt 1 of 3 failed``, ``attempt 3 of 4 failed (oom)``."""
+        n = self.record.attempts
+        if failure == "preempted":
+            return f"attempt {n} was preempted"
+        kind = "" if failure == "error" else f" ({failure})"
+        return f"attempt {self._counted()} of {self.engine.max_retries + 1} failed{kind}"
 
     def _requeued(self, status: JobStatus, lease: Lease | None) -> TaskRecord:
         """The backend ran the job again by itself (requeued after a preemption or a node
@@ -660,7 +739,7 @@ class TaskHandle:
         if r.status in FINAL_STATES:
             raise TaskStateError(f"task {self.id!r} has ended ({r.status}): it cannot be paused")
         if r.status is State.PENDING:
-            if not self.move(Event.HOLD, paused_from=State.PENDING):
+            if not self.move(Event.HOLD, paused_from=State.PENDING, reason="held"):
                 self.reload().pause()  # it moved meanwhile: decide again
             return
         if r.job_id is None:
@@ -688,7 +767,7 @@ class TaskHandle:
         if r.status is not State.PAUSED:
             raise TaskStateError(f"task {self.id!r} is {r.status}, not PAUSED: nothing to resume")
         if r.job_id is None:
-            self.move(Event.RELEASE, paused_from=None)
+            self.move(Event.RELEASE, paused_from=None, reason=None)
             return True
         try:
             self.backend.resume(self.ref())
@@ -770,6 +849,30 @@ class TaskHandle:
     def dry_run(self) -> str:
         """What launching the next attempt would submit (secrets masked)."""
         return self.backend.dry_run(self.spec())
+
+
+def units_text(resource: str, count: int) -> str:
+    """``1 GPU``, ``2 GPUs``: a number of units of a resource, for people."""
+    name = resource.upper() if len(resource) <= 3 else resource
+    return f"{count} {name}{'' if count == 1 else 's'}"
+
+
+def waiting_for(resource: str, count: int) -> str:
+    """A PENDING task's reason while the units it asks for are not free: ``waiting for 2 free GPUs``."""
+    return "waiting for {} free {}".format(*units_text(resource, count).split(" ", 1))
+
+
+def unfit(task_id: str, wants: dict[str, int], pool: dict[str, list[str]], kind: str) -> str | None:
+    """What is wrong when a task asks for more units than its backend's machine has (None: nothing)."""
+    for resource, count in wants.items():
+        units = pool.get(resource, [])
+        if count > len(units):
+            found = f"{len(units)} ({', '.join(units)})" if units else "none"
+            return (
+                f"task {task_id!r} asks for {units_text(resource, count)}, but the {kind} backend's machine"
+                f" has {found}: ask for at most {len(units)}"
+            )
+    return None
 
 
 def task_env(record: ExperimentRecord, task_id: str, attempt: int, task_dir: str) -> dict[str, str]:

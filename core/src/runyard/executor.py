@@ -19,6 +19,7 @@ import attrs
 
 from runyard import naming
 from runyard.errors import ConfigError, ExecutorFieldError
+from runyard.launchers import Torchrun, as_launcher
 from runyard.states import State
 
 
@@ -44,6 +45,9 @@ class Executor:
     kind: ClassVar[str] = ""
 
     env_vars: dict[str, str] = attrs.field(factory=dict, kw_only=True, validator=_check_env_vars)
+    #: how the task's processes start in its job: None (one process), ``"torchrun"`` or
+    #: ``run.Torchrun(...)`` (``runyard.launchers``)
+    launcher: Torchrun | None = attrs.field(default=None, kw_only=True, converter=as_launcher)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         if kwargs and attrs.has(cls):
@@ -58,6 +62,18 @@ class Executor:
     def describe(self) -> str:
         """A short human description for tables (``local``, ``slurm:gpu@cluster``...)."""
         return self.kind
+
+    def resource_request(self) -> dict[str, int]:
+        """Units of this machine's resources each attempt holds while it runs, by resource
+        (``{"gpu": 2}``): core leases them (machine-wide, through the store) from the
+        backend's ``resource_pool`` before the launch, and the job finds them in
+        ``JobSpec.resources``. Default: none."""
+        return {}
+
+    def default_nproc(self) -> int:
+        """Processes per node a launcher starts when its ``nproc_per_node`` is None: the
+        executor's GPUs per node if it has any, else its tasks per node, else 1."""
+        return 1
 
 
 class AttemptFolders:
@@ -114,6 +130,13 @@ class JobSpec(AttemptFolders):
     env: dict[str, str]
     cwd: str | None = None
     after: list[JobRef] = attrs.field(factory=list)  # queued jobs it must wait for (chained)
+    #: the executor's launcher (its ``RUNYARD_LAUNCHER`` is in ``env``), for backends that render it
+    launcher: Torchrun | None = None
+    #: units of machine resources leased for this attempt: ``{"gpu": ["0", "3"]}``
+    resources: dict[str, list[str]] = attrs.field(factory=dict)
+    #: set on jobs handed over together to a backend that ``throttles_groups``: at most this
+    #: many of them may run at once (``Experiment(max_parallel=...)``; Slurm: ``--array=0-K%N``)
+    max_parallel: int | None = None
 
     def ref(self, job_id: str = "", handle: dict[str, Any] | None = None) -> JobRef:
         """The reference of this attempt (of its job, once launched)."""
@@ -170,6 +193,8 @@ class Backend(abc.ABC):
     container spec) without doing anything; ``launch`` submits what it returns and
     ``dry_run`` shows it, so a dry run shows exactly what a launch would submit.
 
+    ``throttles_groups``: see the attribute.
+
     ``self_driving``: once submitted, this backend's jobs need no runyard process: the
     backend itself keeps their dependencies (chained jobs) and their outcome, which any
     process reads later. A detached experiment whose tasks all went to such backends at
@@ -177,6 +202,15 @@ class Backend(abc.ABC):
     """
 
     self_driving: ClassVar[bool] = False
+    #: jobs launched together can be given ``JobSpec.max_parallel``, which the backend itself
+    #: enforces (a Slurm job array's ``%N``): the driver hands over a whole group at once
+    throttles_groups: ClassVar[bool] = False
+
+    def resource_pool(self) -> dict[str, list[str]]:
+        """The units of each resource this backend's machine has (``{"gpu": ["0", "1"]}``), in
+        the order to lease them; executors ask for some (``Executor.resource_request``).
+        Default: none."""
+        return {}
 
     def can_chain(self, job: JobSpec, dependencies: Sequence[JobRef]) -> bool:
         """Whether ``job`` can be submitted now to start after ``dependencies`` (live jobs

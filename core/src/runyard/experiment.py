@@ -53,6 +53,8 @@ class Experiment:
         timeout: float | None = None,
         checkpoint_interval: float | None = None,
         base_dir: str | None = None,
+        max_parallel: int | None = None,
+        retry_on: Sequence[str] = checks.RETRY_ON,
     ) -> None:
         naming.check_name(title, "experiment title")
         checks.check_text(description, "description")
@@ -64,6 +66,8 @@ class Experiment:
         checks.check_number(timeout, "timeout")
         # the driver refreshes its heartbeat in the store that often: not every few ms
         checks.check_number(checkpoint_interval, "checkpoint_interval", at_least=0.1)
+        checks.check_number(max_parallel, "max_parallel", integer=True)
+        retry_kinds = checks.check_retry_on(retry_on)
         meta = checks.check_metadata(metadata or {})
         main = sys.modules.get("__main__")
         # a script run as `python file.py` (not `-m pkg`, whose targets import by module name)
@@ -73,6 +77,7 @@ class Experiment:
         settings = Settings(
             log_level=log_level, max_retries=max_retries, timeout=timeout,
             checkpoint_interval=checkpoint_interval, cwd=here, python_path=[p for p in (here, script_dir) if p],
+            max_parallel=max_parallel, retry_on=retry_kinds,
         )  # fmt: skip
         self._engine = Engine.create(
             open_store(base_dir), title, description, list(tags), settings, meta,
@@ -208,6 +213,8 @@ class Experiment:
             raise ConfigError(f"on_interrupt must be 'cancel' or 'detach', got {mode!r}")
         if detach and direct:
             raise ConfigError("run(detach=True, direct=True) contradicts itself: direct runs in this process")
+        if not direct:  # more GPUs (say) than the machine has: said now, not a task that waits for ever
+            self._engine.check_resources()
         options = {"detach": detach, "sequential": sequential, "tail_logs": tail_logs, "direct": direct}
         if not self.store.mark_launched(self.experiment_id, options):
             raise ExperimentStateError(
@@ -390,6 +397,7 @@ class ExperimentSnapshot(snapshot.Snapshot):
                 self.title, description=self.description, tags=self.tags, metadata=self.metadata,
                 log_level=s.get("log_level", "INFO"), max_retries=s.get("max_retries", 0),
                 timeout=s.get("timeout"), checkpoint_interval=s.get("checkpoint_interval"), base_dir=base_dir,
+                max_parallel=s.get("max_parallel"), retry_on=s.get("retry_on", checks.RETRY_ON),
             )  # fmt: skip
         except ConfigError as exc:
             raise ConfigError(f"cannot reproduce {self._source()}: {exc}") from None

@@ -29,8 +29,15 @@ STDERR = "stderr.log"
 TASK = "task.json"
 
 
+# The files every job carries, by their paths in the job's runner folder (RUNNER_DIR), which
+# are their paths in core too: the runners, the in-task helper ``runyard.job``, and the
+# stand-in ``runyard`` package the runners put on the task's PYTHONPATH (``import runyard.job``
+# where runyard is not installed).
+JOB_FILES = ("runner.py", "runner.sh", "job.py", "_shim/runyard/__init__.py")
+
+
 def runner_path(name: str = "runner.py") -> str:
-    """Path of the in-job runner file (``runner.py`` or ``runner.sh``) shipped in core."""
+    """Path of one of the :data:`JOB_FILES` (default: the runner, ``runner.py``) in core."""
     return str(resources.files("runyard").joinpath(name))
 
 
@@ -51,11 +58,12 @@ def runner_command(
     core's, on this machine), ``task_dir`` is the task folder (default ``job.task_dir``).
     ``task``: the ``task.json`` the job reads, when its paths moved (:func:`relocated_task`);
     a Script's program is then the one it names (default ``job.argv``). ``bash=False`` runs
-    a Script under ``runner.py`` (which starts the program itself), where bash may be missing.
+    a Script under ``runner.py`` (which starts the program itself), where bash may be missing;
+    so does a launcher (``job.launcher``): ``runner.py`` starts it, and the task once per rank.
     """
     runner_dir = runner_dir or os.path.dirname(runner_path())
     where = task_dir or job.task_dir
-    if job.is_script and bash:
+    if job.is_script and bash and job.launcher is None:  # (under a launcher: runner.py starts it)
         program = script_argv(task["task"]) if task is not None else job.argv
         return ["bash", f"{runner_dir}/runner.sh", where, str(job.attempt), *program]
     return [python, f"{runner_dir}/runner.py", where, str(job.attempt)]

@@ -1,8 +1,9 @@
 """The in-job runner: ``python3 runner.py TASK_DIR ATTEMPT``.
 
-Standard library only, so that every backend can copy this one file next to a task and
-run it with any ``python3`` (a cluster node or a container image needs no runyard). It
-reads ``TASK_DIR/task.json``, runs the task, and writes into ``TASK_DIR/attempt-ATTEMPT``:
+Standard library only, so that every backend can copy this file next to a task and run it
+with any ``python3`` (a cluster node or a container image needs no runyard); the job carries
+it with the rest of ``runyard.jobfiles.JOB_FILES`` (``runner.sh``, ``job.py``, ``_shim/``).
+It reads ``TASK_DIR/task.json``, runs the task, and writes into ``TASK_DIR/attempt-ATTEMPT``:
 
 - ``claim.json``: first of all, exclusively (a temporary file linked into place):
   ``{"launch", "pid", "starttime", "host", "time", "slurm_job_id", "slurm_array_job_id",
@@ -26,12 +27,41 @@ is failure (exit code 1, its traceback in stderr); ``sys.exit(n)`` gives n. SIGT
 SystemExit(143) in the task so that ``finally`` blocks run. The child's real exit status is
 the truth: ``os._exit(0)`` is 0, a death by signal N is 128+N.
 
+The task sees ``RUNYARD_ATTEMPT_DIR`` (the task's attempt folder: ``RUNYARD_TASK_DIR/attempt-N``
+when that is set, else this runner's) and ``RUNNER_DIR/_shim`` at the end of ``PYTHONPATH`` (and
+of a Python task's ``sys.path``): a stand-in ``runyard`` package, so that ``import runyard.job``
+works where runyard is not installed. The runner's own folder is taken off ``sys.path``: core's
+modules there (``packaging.py``...) would shadow the task's imports.
+
 The runner passes TERM, INT and HUP on to the task's group and SIGKILLs the group
 ``RUNYARD_CANCEL_GRACE`` seconds later (default 5) if it is still there; USR1 and USR2 are
 passed on. When the task's main process has ended, whatever it left in its group is
 SIGKILLed, the output drained (for at most 2 s: a process that left the group may hold the
 pipes), the result written. A log that cannot be written (disk full) ends the task the same
 way, its error "disk full: cannot write stdout.log (...)".
+
+Preemption warning: ``RUNYARD_PREEMPT_SIGNAL`` names a signal, without ``SIG`` (``USR1``). When the runner gets it, it first creates ``ATTEMPT_DIR/preempting`` (one line, the
+time; ``runyard.job.preempting()`` looks for it), then passes the signal on. A Python task and
+every rank get a handler for it that does nothing (``runyard.job.on_preempt`` adds to it), so
+the warning never kills them; a Script gets the default disposition (it may trap it).
+
+Launcher mode: with ``RUNYARD_LAUNCHER`` set (JSON, from ``runyard.launchers``; the job-time
+``RUNYARD_NNODES``, ``RUNYARD_RDZV_ENDPOINT`` and ``RUNYARD_RDZV_ID`` beat its values) the
+task's child becomes torchrun's agent, ``PYTHON runner.py --agent --nnodes N --nproc-per-node P
+--rdzv-backend B --rdzv-endpoint E --rdzv-id I --max-restarts M --log-dir ATTEMPT_DIR/torchelastic
+runner.py --rank TASK_DIR ATTEMPT`` (a Python without torch: a clear error, exit 1; the id made
+a safe folder name, torchrun names one after it). The agent is ``torch.distributed.run``
+with one change: its workers stay in the runner's session, each in a process group of its own
+(torchrun gives each a session of its own, out of reach of a pause or a cleanup of the task's
+session); the runner signals the agent's group and those of its workers, and the preemption
+signal is ignored by the agent. Rank mode, ``runner.py --rank TASK_DIR ATTEMPT``: one worker.
+It dies with the agent (PR_SET_PDEATHSIG), runs the task once (a Script too), writes
+``ATTEMPT_DIR/ranks/<RANK>/result.json`` (``{"rank", "exit_code", "error", "signal", "end"}``)
+and exits with the task's code. Rank 0 writes to the task's output (to its ``stdout.log`` and
+``stderr.log`` directly when its agent runs on another node than the task's runner), rank N
+to ``ATTEMPT_DIR/ranks/N/stdout.log`` and ``stderr.log``. The task fails when the agent does
+(any rank failed), its error the first failing rank's ("rank 1 failed: ValueError: ...");
+stopped by TERM, INT or HUP it is recorded as that signal (143...), as without a launcher.
 """
 
 from __future__ import annotations
@@ -45,6 +75,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 TAG = "__runyard__"
@@ -56,6 +87,17 @@ MAX_ENTRY = 1 << 20  # a longer line is journalled in pieces
 DRAIN = 2.0  # seconds the output may take to end once the task has ended
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 ESCALATED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHIM = os.path.join(HERE, "_shim")  # a stand-in `runyard` package for the task's PYTHONPATH
+PREEMPTING = "preempting"  # created in the attempt folder on the preemption warning (runyard/job.py)
+RANKS = "ranks"  # ATTEMPT_DIR/ranks/<rank>/: the output of the ranks other than 0
+LAUNCHER_ENV = "RUNYARD_LAUNCHER"  # JSON (runyard/launchers.py); job-time overrides below
+LAUNCHER_OVERRIDES = {
+    "nnodes": "RUNYARD_NNODES",
+    "rdzv_endpoint": "RUNYARD_RDZV_ENDPOINT",
+    "rdzv_id": "RUNYARD_RDZV_ID",
+}
+WORKER_POPEN = "torch.distributed.elastic.multiprocessing.subprocess_handler.subprocess_handler"
 
 
 # ----------------------------------------------------------------------------- building
@@ -146,9 +188,24 @@ def _ignore(signum: int, frame: Any) -> None:
     pass  # a handler, not SIG_IGN: a program started from here gets the default again
 
 
+def preempt_signal() -> int | None:
+    """The preemption warning's signal: ``RUNYARD_PREEMPT_SIGNAL`` names it as backends write it,
+    without ``SIG`` (``USR1``; runyard/job.py reads it alike); None when unset or no signal."""
+    sig = getattr(signal, "SIG" + os.environ.get("RUNYARD_PREEMPT_SIGNAL", "").strip().upper(), None)
+    return int(sig) if isinstance(sig, signal.Signals) else None
+
+
 def run_task(task_dir: str) -> tuple[int, str | None, int | None]:
     """Runs the task in this process: (exit code, error, signal)."""
     error = signum = None
+    warning = preempt_signal()
+    if warning is not None and warning not in ESCALATED:
+        try:
+            signal.signal(warning, _ignore)  # a Python task lives through it (a program: see below)
+        except (OSError, ValueError):
+            pass  # SIGKILL, SIGSTOP: cannot be caught (the runner said so)
+    if SHIM not in sys.path:
+        sys.path.append(SHIM)  # `import runyard.job` where runyard is not installed
     try:
         with open(os.path.join(task_dir, "task.json")) as f:
             spec = json.load(f)
@@ -160,7 +217,7 @@ def run_task(task_dir: str) -> tuple[int, str | None, int | None]:
             import subprocess
 
             for sig in (signal.SIGUSR1, signal.SIGUSR2):  # the script's to handle, not ours
-                signal.signal(sig, _ignore)
+                signal.signal(sig, _ignore)  # (a handler: the program starts with the default)
             # its env is in ours already (the backend gives JobSpec.env): task.json has no secrets
             exit_code = subprocess.call(script_argv(task))
             if exit_code < 0:
@@ -188,10 +245,18 @@ def run_task(task_dir: str) -> tuple[int, str | None, int | None]:
     return exit_code, error, signum
 
 
-def child(task_dir: str, out: int, err: int, report: int, mask: set[int | signal.Signals]) -> int:
+def child(
+    task_dir: str,
+    attempt: int,
+    pipes: tuple[int, int, int],
+    mask: set[int | signal.Signals],
+    launcher: str | None,
+) -> int:
     """The task's process: its own group, fds 1 and 2 on the capture pipes. Ends as a plain
     ``python3`` would (waits for the task's threads, runs its atexit handlers), then tells the
-    runner its exit code and error through ``report``."""
+    runner its exit code and error through ``report``. Under a launcher it becomes the
+    launcher's agent (an exec), which starts the ranks."""
+    out, err, report = pipes
     os.setpgid(0, 0)
     os.dup2(out, 1)
     os.dup2(err, 2)
@@ -202,18 +267,28 @@ def child(task_dir: str, out: int, err: int, report: int, mask: set[int | signal
     signal.signal(signal.SIGTERM, _sigterm)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     me = os.getpid()
-    code, error, signum = run_task(task_dir)
+    error: str | None
+    if launcher is None:
+        code, error, signum = run_task(task_dir)
+    else:  # (returns only if the launcher could not start)
+        (code, error), signum = start_launcher(task_dir, attempt, launcher), None
     if os.getpid() == me:  # not a process the task forked that returned here
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread() and not thread.daemon:
-                thread.join()
-        import atexit
-
-        atexit._run_exitfuncs()
-        _flush()
+        finish()
         text = json.dumps({"exit_code": code, "error": error and error[:600], "signal": signum})
         os.write(report, text.encode())
     return code
+
+
+def finish() -> None:
+    """What a ``python3`` does when its main module has ended: wait for the task's threads,
+    run its atexit handlers, flush."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    import atexit
+
+    atexit._run_exitfuncs()
+    _flush()
 
 
 def _flush() -> None:
@@ -222,6 +297,154 @@ def _flush() -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
+
+
+# ----------------------------------------------------------------------------- launchers
+def launcher_argv(task_dir: str, attempt: int, text: str) -> list[str]:
+    """The agent's command line for ``RUNYARD_LAUNCHER`` (its job-time overrides applied):
+    ``PYTHON runner.py --agent TORCHRUN-OPTIONS runner.py --rank TASK_DIR ATTEMPT``."""
+    config = json.loads(text)
+    if not isinstance(config, dict) or config.get("kind") != "torchrun":
+        raise ValueError("not a launcher this runner knows")
+    for key, name in LAUNCHER_OVERRIDES.items():
+        if os.environ.get(name):
+            config[key] = os.environ[name]
+    # torchrun names a folder after the id: no "/" (the id is experiment/task/attempt)
+    config["rdzv_id"] = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(config.get("rdzv_id")))
+    options = []
+    for key in ("nnodes", "nproc_per_node", "rdzv_backend", "rdzv_endpoint", "rdzv_id", "max_restarts"):
+        if key not in config:
+            raise ValueError(f"no {key!r}")
+        options += ["--" + key.replace("_", "-"), str(config[key])]
+    # torchrun's own files (empty folders, mostly) in the attempt, not in a /tmp/torchelastic_* left behind
+    folder = os.environ.get("RUNYARD_ATTEMPT_DIR") or os.path.join(task_dir, f"attempt-{attempt}")
+    options += ["--log-dir", os.path.join(folder, "torchelastic")]
+    runner = os.path.abspath(__file__)
+    return [sys.executable, runner, "--agent", *options, runner, "--rank", task_dir, str(attempt)]
+
+
+def start_launcher(task_dir: str, attempt: int, text: str) -> tuple[int, str]:
+    """Becomes the launcher's agent (an exec: this returns only when it cannot start)."""
+    try:
+        argv = launcher_argv(task_dir, attempt, text)
+    except (ValueError, TypeError) as exc:
+        error = f"{LAUNCHER_ENV} is not a launcher the runner can start ({exc}): {text}"
+    else:
+        if importlib.util.find_spec("torch") is not None:
+            warning = preempt_signal()
+            if warning is not None and warning not in ESCALATED:
+                try:
+                    signal.signal(warning, signal.SIG_IGN)  # the agent lives through it (ranks: run_task)
+                except (OSError, ValueError):
+                    pass
+            _flush()
+            os.execv(argv[0], argv)  # noqa: S606 (the agent: runner.py under this python)
+        error = (
+            f"the torchrun launcher needs PyTorch, and {sys.executable} cannot import torch: "
+            "install torch for the Python the task runs with (the executor's python)"
+        )
+    print(f"runyard runner: {error}", file=sys.stderr)
+    return 1, error
+
+
+def agent_main(args: list[str]) -> int:
+    """``runner.py --agent TORCHRUN-OPTIONS SCRIPT ARGS``: torchrun (``torch.distributed.run``)
+    with its workers kept in this session, each in a process group of its own. (torchrun
+    gives each worker a session of its own, where the backend's pause, cancel and cleanup of
+    the task's session would not find it.)"""
+    try:
+        handler: Any = importlib.import_module(WORKER_POPEN)
+    except ImportError:  # another torch: its workers as it starts them (and they die with it)
+        handler = None
+    popen = getattr(handler, "Popen", None)
+    if popen is not None:
+
+        def in_this_session(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.pop("start_new_session", False):
+                if sys.version_info >= (3, 11):
+                    kwargs["process_group"] = 0
+                else:
+                    kwargs["preexec_fn"] = os.setpgrp
+            return popen(*args, **kwargs)
+
+        handler.Popen = in_this_session
+    from torch.distributed.run import main as torchrun  # type: ignore[import-not-found]
+
+    torchrun(args)
+    return 0
+
+
+def rank_main(task_dir: str, attempt: int) -> int:
+    """``runner.py --rank TASK_DIR ATTEMPT``: one rank of the task, started by the launcher's
+    agent. Rank 0 writes to the task's output; rank N to ``ATTEMPT_DIR/ranks/N/stdout.log``
+    and ``stderr.log``. Each rank's ``ranks/N/result.json`` says how it ended."""
+    rank = int(os.environ.get("RANK") or 0)
+    own = os.path.join(task_dir, f"attempt-{attempt}")
+    folder = os.environ.get("RUNYARD_ATTEMPT_DIR") or own
+    _die_with_parent()
+    mine = os.path.join(folder, RANKS, str(rank))
+    os.makedirs(mine, exist_ok=True)
+    if rank != 0:
+        _redirect(mine)
+    elif os.path.realpath(folder) != os.path.realpath(own):  # under another node's agent
+        _redirect(folder)
+    signal.signal(signal.SIGTERM, _sigterm)
+    code, error, signum = run_task(task_dir)
+    finish()
+    result = {"rank": rank, "exit_code": code, "error": error, "signal": signum, "end": time.time()}
+    try:
+        write_result(mine, result)
+    except OSError:
+        pass  # the exit code says it all the same
+    return code
+
+
+def _redirect(folder: str) -> None:
+    """fds 1 and 2 appended to ``folder``'s stdout.log and stderr.log."""
+    for fd, name in ((1, "stdout.log"), (2, "stderr.log")):
+        log = os.open(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, fd)
+        os.close(log)
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when its parent (the agent) dies, as a SIGKILL of the agent
+    leaves its workers behind otherwise (Linux; elsewhere nothing is done)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before that
+        os._exit(128 + signal.SIGKILL)
+
+
+def rank_failure(attempt_dir: str, before: float | None = None) -> str | None:
+    """Why the ranks failed, from their results: the first rank to fail, and how many did
+    (``before``: only ranks that ended before that time count)."""
+    failed = []
+    try:
+        names = os.listdir(os.path.join(attempt_dir, RANKS))
+    except OSError:
+        return None
+    for name in names:
+        try:
+            with open(os.path.join(attempt_dir, RANKS, name, "result.json")) as f:
+                result = json.load(f)
+            if result["exit_code"] != 0 and (before is None or (result.get("end") or 0) < before):
+                failed.append(result)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if not failed:
+        return None
+    first = min(failed, key=lambda r: r.get("end") or 0)
+    why = first.get("error") or f"exit code {first['exit_code']}"
+    others = f" ({len(failed)} ranks failed)" if len(failed) > 1 else ""
+    return f"rank {first.get('rank')} failed: {why}{others}"
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -337,8 +560,9 @@ def _write_all(fd: int, data: bytes) -> None:
 class Runner:
     """Runs one attempt: the task in a forked child, the output pumped into the logs."""
 
-    def __init__(self, attempt_dir: str, result_fd: int) -> None:
+    def __init__(self, attempt_dir: str, result_fd: int, task_attempt_dir: str | None = None) -> None:
         self.dir = attempt_dir
+        self.task_attempt_dir = task_attempt_dir or attempt_dir  # the task's (RUNYARD_ATTEMPT_DIR)
         self.result_fd = result_fd
         self.lock = threading.RLock()  # every write to the logs, and the task's end
         self.pid = 0
@@ -346,22 +570,28 @@ class Runner:
         self.failure: str | None = None  # "disk full: ..."
         self.journal_failed = False
         self.killer: threading.Timer | None = None
-        self.cancelled = False  # TERM, INT or HUP came: the attempt is being stopped
+        self.cancelled: int | None = None  # TERM, INT or HUP came (the first): the attempt is being stopped
+        self.cancelled_at: float | None = None  # when
+        self.launcher = os.environ.get(LAUNCHER_ENV) or None
+        self.warning = preempt_signal()
         self.grace = _seconds(os.environ.get("RUNYARD_CANCEL_GRACE"), 5.0)
 
     def _open(self, name: str) -> int:
         return os.open(os.path.join(self.dir, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def run(self, task_dir: str) -> int:
+    def run(self, task_dir: str, attempt: int) -> int:
         self.journal = self._open("journal.log")
         (out_r, out_w), (err_r, err_w), (report_r, report_w) = os.pipe(), os.pipe(), os.pipe()
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)  # until each side has handlers
+        handled: set[int] = set(FORWARDED)
+        if self.warning is not None:
+            handled.add(self.warning)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, handled)  # until each side has handlers
         start = time.time()
         pid = os.fork()
         if pid == 0:
             for fd in (out_r, err_r, report_r, self.journal, self.result_fd):
                 os.close(fd)
-            return child(task_dir, out_w, err_w, report_w, mask)
+            return child(task_dir, attempt, (out_w, err_w, report_w), mask, self.launcher)
         self.pid = pid
         try:
             os.setpgid(pid, pid)  # as the child does: no signal may find the group missing
@@ -369,8 +599,11 @@ class Runner:
             pass
         for fd in (out_w, err_w, report_w):
             os.close(fd)
-        for sig in FORWARDED:
-            signal.signal(sig, self.forward)
+        for sig in handled:
+            try:
+                signal.signal(sig, self.forward)
+            except (OSError, ValueError):  # RUNYARD_PREEMPT_SIGNAL=KILL
+                print(f"runyard runner: cannot catch signal {sig} (RUNYARD_PREEMPT_SIGNAL)", file=sys.stderr)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         stop = threading.Event()
         interval = _seconds(os.environ.get("RUNYARD_HEARTBEAT_INTERVAL"), 5.0)
@@ -392,8 +625,8 @@ class Runner:
             if self.killer is not None:
                 self.killer.cancel()
         self._killpg(signal.SIGKILL)  # what the task left behind ends with it
-        if self.cancelled:  # and so, when it was cancelled, do the other groups it started
-            kill_session_leftovers()
+        if self.cancelled or self.launcher:  # and so, when it was cancelled, do the other groups
+            kill_session_leftovers()  # it started (the launcher's workers have groups of their own)
         _, status = os.waitpid(pid, 0)
 
         deadline = time.monotonic() + DRAIN
@@ -424,13 +657,32 @@ class Runner:
                 report = None
             if isinstance(report, dict) and report.get("exit_code") == exit_code:
                 error, signum = report.get("error"), report.get("signal")
+            elif self.launcher and exit_code != 0:  # the agent's: it stopped its workers, or they failed
+                if self.cancelled:
+                    exit_code, error, signum = (
+                        128 + self.cancelled,
+                        signal_error(self.cancelled),
+                        self.cancelled,
+                    )
+                else:
+                    error = rank_failure(self.task_attempt_dir) or f"torchrun exited with code {exit_code}"
+        if self.launcher and self.cancelled and exit_code != 0:
+            # a rank that failed first (on another node: srun stopped this runner) says why
+            error = rank_failure(self.task_attempt_dir, before=self.cancelled_at) or error
         return exit_code, self.failure or error, signum
 
     # --- signals ----------------------------------------------------------------------
     def forward(self, signum: int, frame: Any = None) -> None:
+        if signum == self.warning:  # the task may ask runyard.job.preempting() as soon as it gets it
+            try:
+                with open(os.path.join(self.task_attempt_dir, PREEMPTING), "a") as f:
+                    f.write("%.3f\n" % time.time())
+            except OSError:
+                pass
         self._killpg(signum)
         if signum in ESCALATED:
-            self.cancelled = True
+            if not self.cancelled:
+                self.cancelled, self.cancelled_at = signum, time.time()
             self._escalate()
 
     def _escalate(self) -> None:
@@ -447,10 +699,12 @@ class Runner:
                 self._killpg(signal.SIGKILL)
 
     def _killpg(self, signum: int) -> None:
-        try:
-            os.killpg(self.pid, signum)
-        except OSError:
-            pass
+        """``signum`` to the task's group (and, under a launcher, to its workers' groups)."""
+        for group in [self.pid, *(workers(self.pid) if self.launcher else ())]:
+            try:
+                os.killpg(group, signum)
+            except OSError:
+                pass
 
     def fail(self, message: str) -> None:
         """The attempt fails with ``message`` (the first one): the task is terminated."""
@@ -501,6 +755,31 @@ def _seconds(text: str | None, default: float) -> float:
     return value if 0 <= value < float("inf") else default
 
 
+def _processes() -> Iterator[tuple[int, bytes]]:
+    """(pid, fields of /proc/PID/stat after the name) of every process there is."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            yield int(entry), stat[stat.rfind(b")") + 2 :]
+
+
+def workers(agent: int) -> list[int]:
+    """The process groups led by children of ``agent`` (a launcher's workers)."""
+    out = []
+    for pid, stat in _processes():
+        fields = stat.split()
+        try:
+            if int(fields[1]) == agent and int(fields[2]) == pid:
+                out.append(pid)
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
 def kill_session_leftovers() -> None:
     """SIGKILL every other process of the session this runner leads (the local backend starts
     it as a session leader): process groups a cancelled task started besides its own, such as
@@ -510,14 +789,10 @@ def kill_session_leftovers() -> None:
     me = os.getpid()
     if os.getsid(0) != me:
         return
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
+    for pid, stat in _processes():
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            if int(stat[stat.rfind(b")") + 2 :].split()[3]) == me:
-                os.kill(int(entry), signal.SIGKILL)
+            if pid != me and int(stat.split()[3]) == me:
+                os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError, IndexError):
             continue
 
@@ -560,11 +835,22 @@ def write_result(attempt_dir: str, result: dict[str, Any], reserved: int | None 
 
 
 # ----------------------------------------------------------------------------- main
+USAGE = "usage: python3 runner.py TASK_DIR ATTEMPT (or --rank TASK_DIR ATTEMPT, --agent TORCHRUN-ARGS)"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python3 runner.py TASK_DIR ATTEMPT", file=sys.stderr)
+    if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.realpath(HERE):
+        del sys.path[0]  # runyard's own modules here (packaging.py...) must not shadow the task's
+    if argv[:1] == ["--agent"]:
+        return agent_main(argv[1:])
+    ranked = argv[:1] == ["--rank"]
+    args = argv[1:] if ranked else argv
+    if len(args) != 2 or not args[1].isdigit():
+        print(USAGE, file=sys.stderr)
         return 2
-    task_dir, attempt = argv[0], int(argv[1])
+    task_dir, attempt = args[0], int(args[1])
+    if ranked:
+        return rank_main(task_dir, attempt)
     attempt_dir = os.path.join(task_dir, f"attempt-{attempt}")
     try:
         os.makedirs(attempt_dir, exist_ok=True)
@@ -574,7 +860,19 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         print(f"runyard runner: cannot prepare {attempt_dir}: {exc}", file=sys.stderr)
         return 74
-    return Runner(attempt_dir, reserved).run(task_dir)
+    task_attempt_dir = task_attempt_folder(attempt) or attempt_dir
+    os.environ["RUNYARD_ATTEMPT_DIR"] = task_attempt_dir
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = f"{path}{os.pathsep}{SHIM}" if path else SHIM  # `import runyard.job`
+    return Runner(attempt_dir, reserved, task_attempt_dir).run(task_dir, attempt)
+
+
+def task_attempt_folder(attempt: int) -> str | None:
+    """The task's attempt folder, where the ranks' output and the preemption marker go:
+    ``RUNYARD_TASK_DIR/attempt-N``. It is where this runner writes, except for a node agent of
+    a multi-node job, whose runner files are in ``TASK_DIR/ranks/<node>/``."""
+    task_dir = os.environ.get("RUNYARD_TASK_DIR")
+    return os.path.join(task_dir, f"attempt-{attempt}") if task_dir else None
 
 
 if __name__ == "__main__":

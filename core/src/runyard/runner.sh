@@ -20,6 +20,10 @@
 # output drained (for at most 2 s), and the result written: a signal N is exit code
 # 128+N. A log that cannot be written (disk full) ends the program the same way, with
 # "disk full: ..." as the error.
+# The program sees RUNYARD_ATTEMPT_DIR (RUNYARD_TASK_DIR/attempt-N, else this runner's
+# folder) and this folder's _shim/ at the end of PYTHONPATH (`import runyard.job` where
+# runyard is not installed). RUNYARD_PREEMPT_SIGNAL (a signal's name: USR1): on that
+# signal the runner first creates $RUNYARD_ATTEMPT_DIR/preempting, then passes it on.
 # Needs bash >= 5 ($EPOCHREALTIME) and coreutils (tee, mv, nl; mkdir when the attempt
 # folder does not exist yet). Every fork and exec here is paid once per task: keep them
 # few (the local executor's 1000-task benchmark is mostly this script).
@@ -97,7 +101,14 @@ exec {nw}>&-
 p= pending= kill_at=0 cancelled=
 usec "$RUNYARD_CANCEL_GRACE" 5000000
 grace=$REPLY
+w=${RUNYARD_PREEMPT_SIGNAL^^} w=${w#SIG}  # the preemption warning (USR1): a marker file first
+RUNYARD_ATTEMPT_DIR=${RUNYARD_TASK_DIR:+$RUNYARD_TASK_DIR/attempt-$n}  # the task's (runyard/job.py)
+export RUNYARD_ATTEMPT_DIR=${RUNYARD_ATTEMPT_DIR:-$a}
+l=${BASH_SOURCE[0]%/*}
+[[ $BASH_SOURCE == */* ]] || l=.
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$l/_shim  # `import runyard.job` without runyard
 fwd() {  # a signal to the runner: to the task's group; TERM, INT, HUP: SIGKILL after the grace
+  [[ $1 == "$w" ]] && printf '%s\n' "$EPOCHREALTIME" 2>/dev/null >>"$RUNYARD_ATTEMPT_DIR/preempting"
   [[ -n $p ]] || { pending+=" $1"; return; }
   kill -s "$1" -- "-$p" 2>/dev/null
   [[ $1 == @(TERM|INT|HUP) ]] && (( ! kill_at )) && kill_at=$((${EPOCHREALTIME/[!0-9]/} + grace)) cancelled=1
@@ -117,7 +128,7 @@ leftovers() {  # SIGKILL every other process of the session this runner leads (a
     [[ $4 == "$$" && $pid != @("$$"|"$to"|"$te") ]] && kill -KILL "$pid" 2>/dev/null  # not the tees
   done
 }
-for s in TERM INT HUP USR1 USR2; do trap "fwd $s" "$s"; done
+for s in TERM INT HUP USR1 USR2 $w; do trap "fwd $s" "$s" 2>/dev/null; done
 
 now
 start=$REPLY

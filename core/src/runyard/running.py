@@ -12,9 +12,9 @@ from typing import Any
 
 from runyard.engine import CANCEL_PENDING, Engine
 from runyard.errors import DiskFullError, ExperimentStateError
-from runyard.scheduler import STALE_AFTER, Driver
+from runyard.scheduler import STALE_AFTER, Driver, is_driven
 from runyard.states import FINAL_STATES, State, experiment_state
-from runyard.store import Store, pid_alive
+from runyard.store import Store
 
 SYNC_WAIT = 2.0  # seconds a read waits for the backends' news before it answers from the store
 _syncing: dict[str, threading.Thread] = {}  # experiment id -> a sync still waiting on its backends
@@ -23,11 +23,7 @@ _syncing: dict[str, threading.Thread] = {}  # experiment id -> a sync still wait
 def driver_alive(engine: Engine) -> bool:
     """Whether a live process (attached caller or supervisor) drives the experiment (its
     record read afresh: ``engine.record`` is then up to date too)."""
-    r = engine.reload()
-    return bool(
-        r.driver_pid and r.driver_heartbeat and time.time() - r.driver_heartbeat < STALE_AFTER
-        and pid_alive(r.driver_pid)
-    )  # fmt: skip
+    return is_driven(engine.reload())
 
 
 def sync(engine: Engine, wait: float | None = None) -> list[State]:

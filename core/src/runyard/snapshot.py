@@ -444,6 +444,8 @@ def snapshot_fields(engine: Engine) -> dict[str, Any]:
             "max_retries": settings.max_retries,
             "timeout": settings.timeout,
             "checkpoint_interval": settings.checkpoint_interval,
+            "max_parallel": settings.max_parallel,
+            "retry_on": settings.retry_kinds,
         },
         "tasks": tasks,
         "environment": {

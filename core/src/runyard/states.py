@@ -152,3 +152,8 @@ def check_transition(event: Event, to: State | None = None) -> tuple[frozenset[S
 
 # The kinds of failure an attempt (and a task, of its latest attempt) may have (docs/user-guide.md)
 FAILURES = ("error", "oom", "timeout", "preempted", "node_failure", "lost", "cancelled", "dependency")
+#: the kinds an attempt can end with and be run again (``Experiment(retry_on=...)``); a cancel, a
+#: dependency that failed or the experiment's own timeout are decisions, not accidents
+RETRYABLE = ("error", "oom", "timeout", "preempted", "node_failure", "lost")
+#: the failure kinds that ``max_retries`` re-runs by default (``"preempted"`` always is, uncounted)
+RETRY_ON = ("error", "oom", "lost", "node_failure")

@@ -29,7 +29,17 @@ import attrs
 
 from runyard.errors import DamagedStoreError, DiskFullError, StoreError, UnknownExperimentError, disk_full
 from runyard.naming import check_component
-from runyard.states import FAILURES, FINAL_STATES, TRANSITIONS, Event, State, Transition, check_transition
+from runyard.states import (
+    FAILURES,
+    FINAL_STATES,
+    LIVE_STATES,
+    RETRY_ON,
+    TRANSITIONS,
+    Event,
+    State,
+    Transition,
+    check_transition,
+)  # fmt: skip
 
 DB_NAME = "runyard.db"
 
@@ -94,6 +104,10 @@ def _strings(value: Any) -> list[str]:
     raise _Bad(f"{_short(value)} is not a list of strings")
 
 
+def _maybe_strings(value: Any) -> list[str] | None:
+    return None if value is None else _strings(value)
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -138,7 +152,14 @@ class Settings:
     checkpoint_interval: float | None = attrs.field(default=None, metadata=_codec(_MAYBE_NUMBER))
     cwd: str | None = attrs.field(default=None, metadata=_codec(_MAYBE_STR))
     python_path: list[str] = attrs.field(factory=list, metadata=_codec(_strings))
+    max_parallel: int | None = attrs.field(default=None, metadata=_codec(_MAYBE_INT))
+    retry_on: list[str] | None = attrs.field(default=None, metadata=_codec(_maybe_strings))
     extra: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def retry_kinds(self) -> list[str]:
+        """The failure kinds ``max_retries`` re-runs (``retry_on``, else the default)."""
+        return list(RETRY_ON if self.retry_on is None else self.retry_on)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Settings:
@@ -476,7 +497,29 @@ def _attempts(db: sqlite3.Connection) -> None:
     _backfill_attempts(db)
 
 
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_first_schema, _driver_leases, _attempts]
+def _unit_leases(db: sqlite3.Connection) -> None:
+    """4: units of machine resources (GPUs) leased to task attempts, machine-wide within the
+    home: one row per unit held (``Store.launch_leased``)."""
+    _run(
+        db,
+        """
+        CREATE TABLE unit_leases (
+            resource TEXT NOT NULL,
+            unit TEXT NOT NULL,
+            experiment_id TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            since REAL NOT NULL,
+            PRIMARY KEY (resource, unit)
+        );
+        CREATE INDEX unit_leases_by_task ON unit_leases (experiment_id, task_id);
+        """,
+    )
+
+
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _first_schema, _driver_leases, _attempts, _unit_leases
+]  # fmt: skip
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -1120,6 +1163,9 @@ class Store:
             )
         elif rule.attempt == "update":
             self._update_attempt(db, {**key, "attempt": number}, to, copied, outcome, attempt_fields)
+        if before.is_live and (not to.is_live or rule.attempt == "next"):  # it left its attempt
+            key_args = (experiment_id, task_id)
+            db.execute("DELETE FROM unit_leases WHERE experiment_id = ? AND task_id = ?", key_args)
         return before
 
     @staticmethod
@@ -1148,6 +1194,81 @@ class Store:
         if closed and values["failure"] is None:
             values["failure"] = outcome
         _update(db, AttemptRecord, values, **key)
+
+    def launch_leased(
+        self,
+        experiment_id: str,
+        task_id: str,
+        wants: dict[str, int],
+        pool: dict[str, list[str]],
+        *,
+        lease: Lease | None = None,
+        **fields: Any,
+    ) -> dict[str, list[str]] | None:
+        """The LAUNCH transition of a PENDING task (``fields`` as for ``transition``, with
+        ``attempts``), holding the units it ``wants`` of each resource, taken in order from
+        ``pool`` (the machine's), in the same transaction: no unit is ever held by two live
+        attempts of any experiments in this home. Returns the units leased; None when the task
+        was not PENDING. Too few free: UnitsBusy, and nothing changes.
+
+        The units go back when the task leaves its attempt (``_transition``). A lease whose
+        holder is no longer live in that attempt (a store edited by hand, a removed experiment)
+        is stale: it is dropped here first."""
+        sources, to = check_transition(Event.LAUNCH)
+        _encoded(TaskRecord, fields)
+        with self.write() as db:
+            self._check_lease(db, experiment_id, lease)
+            moved = self._transition(db, experiment_id, task_id, Event.LAUNCH, to, sources, None, fields, {})
+            if moved is None:
+                return None
+            self._drop_stale_units(db, list(wants))
+            units: dict[str, list[str]] = {}
+            for resource, count in wants.items():
+                sql = "SELECT unit, experiment_id FROM unit_leases WHERE resource = ?"
+                held = dict(db.execute(sql, (resource,)).fetchall())
+                free = [u for u in pool.get(resource, []) if u not in held]
+                if len(free) < count:  # (raised: the transaction, the launch with it, is rolled back)
+                    raise UnitsBusy(resource, count, len(free), sorted(set(held.values())))
+                units[resource] = free[:count]
+            now, attempt = time.time(), fields["attempts"]
+            db.executemany(
+                "INSERT INTO unit_leases (resource, unit, experiment_id, task_id, attempt, since)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(r, u, experiment_id, task_id, attempt, now) for r, us in units.items() for u in us],
+            )
+            return units
+
+    @staticmethod
+    def _drop_stale_units(db: sqlite3.Connection, resources: Sequence[str]) -> None:
+        db.execute(
+            f"DELETE FROM unit_leases WHERE resource IN ({', '.join('?' * len(resources))}) AND NOT EXISTS ("
+            " SELECT 1 FROM tasks t WHERE t.experiment_id = unit_leases.experiment_id"
+            " AND t.id = unit_leases.task_id AND t.attempts = unit_leases.attempt"
+            f" AND t.status IN ({', '.join(repr(s.value) for s in sorted(LIVE_STATES))}))",
+            tuple(resources),
+        )
+
+    def unit_leases(self) -> list[tuple[str, str, str, str, int, float]]:
+        """Every unit held: ``(resource, unit, experiment_id, task_id, attempt, since)``."""
+        return self._read(
+            "SELECT resource, unit, experiment_id, task_id, attempt, since FROM unit_leases"
+            " ORDER BY resource, unit"
+        )
+
+    def set_reasons(
+        self, experiment_id: str, reasons: dict[str, str | None], lease: Lease | None = None
+    ) -> None:
+        """What PENDING tasks wait for (their ``reason``), many in one transaction (under the
+        driver's ``lease``). Not a state change: no event and no new ``rev`` (the driver that
+        writes them keeps its own records); a task that is no longer PENDING is left alone."""
+        if not reasons:
+            return
+        with self.write() as db:
+            self._check_lease(db, experiment_id, lease)
+            db.executemany(
+                "UPDATE tasks SET reason = ? WHERE experiment_id = ? AND id = ? AND status = 'PENDING'",
+                [(reason, experiment_id, task_id) for task_id, reason in reasons.items()],
+            )
 
     def reset_tasks(self, experiment_id: str, task_ids: Sequence[str]) -> None:
         """Put finished tasks back to PENDING (retry), all in one transaction."""
@@ -1251,6 +1372,15 @@ class Lease:
 
 class LeaseLostError(StoreError):
     """The driver's lease was taken over by another driver: this one must stop at once."""
+
+
+class UnitsBusy(Exception):
+    """Too few units of ``resource`` are free for a launch: ``wanted``, ``free``, and the
+    experiments holding the others (``holders``)."""
+
+    def __init__(self, resource: str, wanted: int, free: int, holders: list[str]) -> None:
+        super().__init__(f"{free} of the {wanted} {resource} units wanted are free")
+        self.resource, self.wanted, self.free, self.holders = resource, wanted, free, holders
 
 
 def pid_alive(pid: int) -> bool:

@@ -162,6 +162,21 @@ def test_engine_options_apply_in_the_container(docker_executor: Executor) -> Non
     assert exp.get_logs("t").stdout.split() == ["lo", str(64 * 1024), "/tmp", "trainer-box"]
 
 
+def test_a_task_killed_at_the_containers_memory_limit_fails_with_failure_oom(
+    docker_executor: Executor,
+) -> None:
+    """The kernel kills the task at the memory limit (the runner survives to say so): the attempt
+    is ``oom``, not a plain error, and ``retry_on`` decides whether it runs again."""
+    limit = {"mem_limit": "64m", "memswap_limit": "64m"}
+    task = run.Config(taskdefs.use_memory, 400)
+    exp, t = run_one(task, docker_executor(run_kwargs=limit), max_retries=1, retry_on=["error"])
+    assert (t.status, t.failure, t.exit_code, t.attempts) == ("FAILED", "oom", 137, 1)
+    assert t.reason.startswith("out of memory")
+    exp, t = run_one(task, docker_executor(run_kwargs=limit), max_retries=1)  # oom is retried by default
+    assert (t.status, t.attempts) == ("FAILED", 2)
+    assert [a.failure for a in exp.attempts("t")] == ["oom", "oom"]
+
+
 # ----------------------------------------------------------------------------- the driver's features
 def test_a_failed_attempt_is_retried_in_a_new_container(docker_executor: Executor, tasks_dir: str) -> None:
     task = run.Config(taskdefs.count_runs, "/data/runs.txt", fail_until=2)

@@ -49,7 +49,7 @@ def test_an_executor_round_trips_through_json_with_its_tunnel(tunnel: str) -> No
     )
     executor = run.SlurmExecutor(
         partition="gpu", mem=4096, time=30, additional_parameters={"constraint": "a100", "exclusive": True},
-        tunnel=chosen, env_vars={"X": "y"},
+        tunnel=chosen, env_vars={"X": "y"}, signal="USR1@90", launcher=run.Torchrun(nproc_per_node=2),
     )  # fmt: skip
 
     data = json.loads(serialization.dumps(serialization.unstructure_executor(executor)))
@@ -77,6 +77,12 @@ def test_an_unknown_field_names_the_valid_ones() -> None:
         ({"additional_parameters": {"bad name": "x"}}, "not an sbatch option name"),
         ({"additional_parameters": {"comment": "a\nb"}}, "one line"),
         ({"tunnel": "hpc"}, "SSHTunnel"),
+        ({"signal": "USR1 at 90"}, r"signal must be a signal and a time in seconds like 'USR1@90'"),
+        ({"signal": "NOPE@90"}, "'NOPE' is not a signal name or number"),
+        ({"signal": "KILL@90"}, "SIGKILL cannot be caught"),
+        ({"signal": "X:USR1@90"}, "optionally with Slurm's 'B:' or 'R:' prefix"),
+        ({"signal": "USR1@70000"}, "at most 65535 seconds"),
+        ({"additional_parameters": {"signal": "USR1@90"}}, "use the signal field"),
     ],
 )
 def test_a_bad_value_is_refused_when_the_executor_is_made(fields: dict, message: str) -> None:

@@ -152,7 +152,7 @@ def test_a_job_slurm_forgot_is_named_by_what_slurm_wrote_in_its_output(
     monkeypatch.setattr(backend, "LOST_GRACE", 0.0)
     ref, folder = _forgotten(cluster, "stepd-exp")
     session = session_for(cluster.tunnel())
-    line = f"loss: 0.5\nslurmstepd-localnode: error: *** JOB 987654321 ON localnode {words}\n"
+    line = f"loss: 0.5\nslurmstepd-node1: error: *** JOB 987654321 ON node1 {words}\n"
     session.write(f"{folder}/slurm.out", line.encode())
     if result is not None:
         session.write(

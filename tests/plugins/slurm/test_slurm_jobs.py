@@ -57,10 +57,13 @@ def test_an_exit_code_comes_from_the_runner(cluster: Cluster) -> None:
 
 @pytest.mark.alone
 def test_the_job_needs_no_runyard_on_the_cluster(cluster: Cluster) -> None:
-    exp, task = run_one(cluster, run.Config(taskdefs.report_imports, "runyard", "runyard_slurm", "taskdefs"))
+    """Only the in-task helper runyard.job, which the job carries, is there."""
+    modules = ("runyard.experiment", "runyard_slurm", "taskdefs", "runyard.job")
+    exp, task = run_one(cluster, run.Config(taskdefs.report_imports, *modules))
 
     assert task.status == "SUCCEEDED"
-    assert exp.get_logs("t").stdout == "runyard=False\nrunyard_slurm=False\ntaskdefs=True\n"
+    said = exp.get_logs("t").stdout.splitlines()
+    assert said == ["runyard.experiment=False", "runyard_slurm=False", "taskdefs=True", "runyard.job=True"]
 
 
 def test_python_selects_the_clusters_interpreter(cluster: Cluster) -> None:

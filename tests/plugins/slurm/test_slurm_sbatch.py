@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from pathlib import Path
 
+import attrs
 import pytest
 import runyard as run
 from runyard.errors import BackendError
@@ -173,3 +175,116 @@ def test_sbatch_answers_are_read_per_script() -> None:
 def test_a_short_answer_is_an_error() -> None:
     with pytest.raises(BackendError, match="answered for 1 of 2"):
         sbatch.parse_submit_output("0\t1\t\n", 2)
+
+
+# ------------------------------------------------------------------ launchers, signal, %N
+
+
+def launched(task_id: str = "train") -> JobFiles:
+    """A job whose executor has a launcher: its runner starts torchrun (runner.py, never runner.sh)."""
+    command = ("python3", "/j/runner/abc/runner.py", f"/j/exp/tasks/{task_id}", "1")
+    return JobFiles(task_id, 1, "/j/exp", {}, command, "/j/code/abc", run.Torchrun(nproc_per_node=2))
+
+
+def test_a_multi_node_launcher_runs_one_runner_per_node_under_srun() -> None:
+    script = render(run.SlurmExecutor(nodes=2, ntasks_per_node=2, cpus_per_task=3), [launched()])
+
+    words = shlex.split(script.splitlines()[-1])
+    assert words[:7] == [
+        "exec",
+        "srun",
+        "--nodes=$SLURM_NNODES",
+        "--ntasks=$SLURM_NNODES",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=6",
+        "--kill-on-bad-exit=1",
+    ]  # fmt: skip  (each runner gets the node's share of the job: 2 tasks x 3 CPUs)
+    assert words[7:11] == ["/bin/bash", "-c", sbatch.RANK_WRAPPER, "runyard-rank"]
+    assert words[11:] == ["python3", "/j/runner/abc/runner.py", "/j/exp/tasks/train", "$a"]
+    assert (
+        'export RUNYARD_NNODES="$SLURM_NNODES" RUNYARD_RDZV_ID="$SLURM_JOB_ID"'
+        ' RUNYARD_RDZV_ENDPOINT="$rdzv_addr:$((29500 + SLURM_JOB_ID % 1000))"'
+    ) in script
+
+
+def test_the_rendezvous_port_is_the_launchers_when_it_names_one() -> None:
+    job = attrs.evolve(launched(), launcher=run.Torchrun(rdzv_port=41000))
+
+    assert 'RUNYARD_RDZV_ENDPOINT="$rdzv_addr:41000"' in render(run.SlurmExecutor(nodes=2), [job])
+
+
+def test_a_one_node_launcher_runs_the_runner_directly_with_a_local_rendezvous() -> None:
+    """torchrun on the batch node itself: the runner picks a free port on 127.0.0.1."""
+    script = render(run.SlurmExecutor(ntasks_per_node=4), [launched()])
+
+    assert script.splitlines()[-1] == 'exec python3 /j/runner/abc/runner.py /j/exp/tasks/train "$a"'
+    assert "srun" not in script and "RUNYARD_RDZV_ENDPOINT" not in script
+
+
+def rendezvous_lines(script: str) -> str:
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("rdzv_node="))
+    return "\n".join(lines[start : start + 4])
+
+
+def fake_scontrol(tmp_path: Path, show_node: str) -> str:
+    """A PATH whose scontrol answers `show hostnames` with node7 and `show node` with ``show_node``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(
+        '#!/bin/sh\ncase "$*" in "show hostnames"*) echo node7; echo node8;; *) printf "%s\\n" '
+        + shlex.quote(show_node) + "; [ -n " + shlex.quote(show_node) + " ];; esac\n"
+    )  # fmt: skip
+    (bin_dir / "scontrol").chmod(0o755)
+    return f"{bin_dir}:/usr/bin:/bin"
+
+
+def test_the_first_nodes_address_is_its_nodeaddr_not_its_name(tmp_path: Path) -> None:
+    """Node names need not resolve: the rendezvous is at the NodeAddr Slurm has for the first node.
+    (The bed's nodes are all 127.0.0.1; a stand-in scontrol shows a node whose address differs.)"""
+    lines = rendezvous_lines(render(run.SlurmExecutor(nodes=2), [launched()]))
+    env = {"PATH": fake_scontrol(tmp_path, "NodeName=node7 Arch=x86_64 NodeAddr=10.1.2.7 NodeHostName=n7"),
+           "SLURM_JOB_NODELIST": "node[7-8]", "SLURM_NNODES": "2", "SLURM_JOB_ID": "1234"}  # fmt: skip
+
+    done = subprocess.run(["bash", "-c", lines + '\necho "$RUNYARD_RDZV_ENDPOINT $RUNYARD_NNODES $RUNYARD_RDZV_ID"'],
+                          env=env, capture_output=True, text=True, check=False)  # fmt: skip
+
+    assert (done.returncode, done.stdout, done.stderr) == (0, "10.1.2.7:29734 2 1234\n", "")
+
+
+def test_no_address_for_the_first_node_ends_the_job_at_once_and_says_why(tmp_path: Path) -> None:
+    lines = rendezvous_lines(render(run.SlurmExecutor(nodes=2), [launched()]))
+    env = {"PATH": fake_scontrol(tmp_path, ""), "SLURM_JOB_NODELIST": "node[7-8]", "SLURM_NNODES": "2",
+           "SLURM_JOB_ID": "1234"}  # fmt: skip
+
+    done = subprocess.run(["bash", "-c", lines + "\necho started"], env=env, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+
+    assert (done.returncode, done.stdout) == (70, "")
+    assert done.stderr == (
+        "runyard: cannot start torchrun: Slurm knows no address (NodeAddr) of node 'node7', the first of job"
+        " 1234 (its nodes: 'node[7-8]'); the nodes would have no rendezvous\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "rendered"),
+    [
+        ("USR1@90", "'B:USR1@90'"),
+        ("R:SIGUSR2@30", "'R:USR2@30'"),
+        ("B:10", "'B:USR1'"),
+        ("usr1@5", "'B:USR1@5'"),
+    ],
+)
+def test_the_signal_goes_to_the_batch_shell_unless_r_is_asked(given: str, rendered: str) -> None:
+    assert directives(render(run.SlurmExecutor(signal=given)))["signal"] == rendered
+
+
+def test_no_signal_by_default() -> None:
+    assert "signal" not in directives(render(run.SlurmExecutor()))
+
+
+def test_max_parallel_caps_the_running_elements_of_an_array() -> None:
+    jobs = [job(task_id=f"v-{i}") for i in range(5)]
+
+    assert directives(render(run.SlurmExecutor(), jobs, array=True, max_parallel=2))["array"] == "'0-4%2'"

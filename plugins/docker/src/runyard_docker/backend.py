@@ -407,7 +407,12 @@ class DockerBackend(Backend):
         result = read_local_result(job.attempt_dir)
         if result is not None:
             status = status_of_ended_job(result)
-            if result.get("signal") in KILLED:
+            if result.get("signal") == signal.SIGKILL and self._oom_killed(client, container_id):
+                status.failure = "oom"
+                status.reason = (
+                    f"out of memory: the task was killed at the container's memory limit ({status.reason})"
+                )
+            elif result.get("signal") in KILLED:
                 killed = self._killed(client, container_id, result.get("end"))
                 if killed is None:
                     return JobStatus(State.RUNNING)
@@ -461,6 +466,16 @@ class DockerBackend(Backend):
         if "(out of memory)" in why:
             status.failure = "oom"
         return self._daemon_stopped(status, code) if killed else status
+
+    def _oom_killed(self, client: Any, container_id: str) -> bool:
+        """Whether the kernel killed a process of the container for memory (``OOMKilled``: its
+        memory limit was reached), as the engine says; False when it cannot say."""
+        import docker.errors
+
+        try:
+            return bool(client.api.inspect_container(container_id)["State"].get("OOMKilled"))
+        except (docker.errors.DockerException, KeyError, TypeError):
+            return False
 
     def _killed(self, client: Any, container_id: str, ended: float | None) -> bool | None:
         """Whether the daemon's shutdown stopped a container killed at unix time ``ended``: the

@@ -224,5 +224,8 @@ class DockerExecutor(Executor):
     def describe(self) -> str:
         return f"docker:{self.image}"
 
+    def default_nproc(self) -> int:
+        return self.gpus if isinstance(self.gpus, int) and self.gpus > 0 else 1
+
     def parsed_volumes(self) -> list[Volume]:
         return [parse_volume(v) for v in self.volumes]

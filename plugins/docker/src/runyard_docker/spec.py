@@ -3,7 +3,8 @@
 Shared by launch and dry run, and plain data (no docker SDK needed to build or show it).
 Inside every container::
 
-    /runyard/runner.py, /runyard/runner.sh   the in-job runner (read-only)
+    /runyard/runner.py, /runyard/runner.sh   the in-job runner (read-only), and the rest of
+    /runyard/job.py, /runyard/_shim/...      the files a job carries (runyard.jobfiles.JOB_FILES)
     /runyard/task/task.json                  the task, paths moved into /runyard/code (read-only)
     /runyard/task/attempt-<n>/               the attempt folder on the host (read-write)
     /runyard/code/                           the shipped code (read-only), if any
@@ -17,7 +18,7 @@ from typing import Any
 
 import attrs
 from runyard.executor import JobSpec
-from runyard.jobfiles import runner_command, runner_path
+from runyard.jobfiles import JOB_FILES, runner_command, runner_path
 from runyard.redact import masked
 
 from runyard_docker.executor import DockerExecutor
@@ -25,8 +26,6 @@ from runyard_docker.staging import CODE_DIR, Code
 
 TASK_DIR = "/runyard/task"
 RUNNERS = "/runyard"
-RUNNER_PY = f"{RUNNERS}/runner.py"
-RUNNER_SH = f"{RUNNERS}/runner.sh"
 
 LABEL_EXPERIMENT = "runyard.experiment"
 LABEL_TASK = "runyard.task"
@@ -76,12 +75,9 @@ def bind(source: str, target: str, read_only: bool) -> dict[str, Any]:
     return {"Type": "bind", "Source": source, "Target": target, "ReadOnly": read_only}
 
 
-def mounts(
-    job: JobSpec, executor: DockerExecutor, code: Code | None, task_json: str, cmd: list[str]
-) -> list[dict[str, Any]]:
-    runner = RUNNER_SH if RUNNER_SH in cmd else RUNNER_PY
+def mounts(job: JobSpec, executor: DockerExecutor, code: Code | None, task_json: str) -> list[dict[str, Any]]:
     out = [
-        bind(runner_path(os.path.basename(runner)), runner, True),
+        *(bind(runner_path(name), f"{RUNNERS}/{name}", True) for name in JOB_FILES),
         bind(task_json, f"{TASK_DIR}/task.json", True),
         bind(os.path.abspath(job.attempt_dir), f"{TASK_DIR}/attempt-{job.attempt}", False),
     ]
@@ -145,7 +141,7 @@ def container_spec(
         "name": container_name(job),
         "labels": {**extra.pop("labels", {}), **labels(job)},
         "environment": env,
-        "mounts": mounts(job, executor, code, task_json, cmd),
+        "mounts": mounts(job, executor, code, task_json),
         "init": True,  # a real PID 1: signals reach the runner, zombies are reaped
     }
     workdir = executor.workdir or (code.workdir if code is not None else None)

@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 from runyard.errors import BackendError
@@ -54,10 +55,13 @@ from runyard.jobfiles import (
 from runyard.redact import masked
 from runyard.states import State
 
+from runyard_local import cgroups
 from runyard_local.executor import LocalExecutor
+from runyard_local.gpus import machine_gpus
 
 ENDED = "ended"  # the runner has exited (gone or a zombie): its session may hold leftovers
 RECYCLED = "recycled"  # the runner's pid belongs to another process now: nothing of it is left
+CUDA_DEVICES = "CUDA_VISIBLE_DEVICES"
 KILL_ROUNDS = 100  # at most this many scans (10 ms apart) until a session's leftovers are gone
 
 
@@ -69,6 +73,7 @@ class Command:
     argv: list[str]
     env: dict[str, str]
     cwd: str | None
+    cgroup: str | None = None  # the memory cgroup it starts in (LocalExecutor.mem)
 
 
 def _stat(pid: int) -> tuple[str, int, int, int] | None:
@@ -99,6 +104,13 @@ def _members(sessions: dict[int, int | None]) -> dict[int, list[tuple[int, int, 
     for entry in entries:
         if not entry.isdigit():
             continue
+        try:
+            if os.getsid(int(entry)) not in out:
+                continue  # (one system call tells, where reading its /proc file takes three)
+        except ProcessLookupError:
+            continue
+        except OSError:
+            pass  # (not told: its /proc file says)
         stat = _stat(int(entry))
         if stat is None or stat[2] not in out or stat[0] in ("Z", "X"):
             continue
@@ -116,6 +128,16 @@ def _signal_groups(groups: Iterable[int], sig: int) -> None:
             pass
         except PermissionError as exc:
             raise BackendError(f"cannot signal process group {pgid}: {exc}") from None
+
+
+def _job_env(job: JobSpec) -> dict[str, str]:
+    """The variables added to the runner's environment: the job's, and the GPUs it holds."""
+    env = dict(job.env)
+    gpus = job.resources.get("gpu")
+    if gpus:
+        env[CUDA_DEVICES] = ",".join(gpus)
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA counts them as the machine lists them
+    return env
 
 
 def _describe_exit(code: int) -> str:
@@ -147,12 +169,19 @@ class LocalBackend(Backend):
         executor = job.executor
         assert isinstance(executor, LocalExecutor)
         argv = self.command(job, runner_command(job, python=executor.python or sys.executable))
+        cgroup = None
+        if executor.mem is not None:  # the runner starts inside a memory cgroup of its own
+            cgroup = cgroups.path_for(job.env.get("RUNYARD_LAUNCH_ID") or f"{os.getpid():x}{job.attempt:x}")
+            argv = cgroups.join_command(cgroup, argv)
         cwd = job.cwd if job.cwd and os.path.isdir(job.cwd) else None
-        return Command(argv, dict(job.env), cwd)
+        return Command(argv, _job_env(job), cwd, cgroup)
 
     def _launch(self, job: JobSpec) -> Launched:
         command = self.prepare(job)
         os.makedirs(job.attempt_dir, exist_ok=True)
+        if command.cgroup is not None:
+            assert isinstance(job.executor, LocalExecutor) and job.executor.mem is not None
+            cgroups.create(command.cgroup, cgroups.parse_size(job.executor.mem))
         try:
             with open(os.path.join(job.attempt_dir, "runner.log"), "ab") as log:
                 proc = subprocess.Popen(
@@ -171,6 +200,8 @@ class LocalBackend(Backend):
             self._unwatched = True
         handle = {"pid": proc.pid, "starttime": starttime, "host": self._host,
                   "launch": job.env.get("RUNYARD_LAUNCH_ID")}  # fmt: skip
+        if command.cgroup is not None:
+            handle["cgroup"] = command.cgroup
         return Launched(job_id=str(proc.pid), handle=handle, state=State.RUNNING)
 
     def command(self, job: JobSpec, argv: list[str]) -> list[str]:
@@ -254,6 +285,11 @@ class LocalBackend(Backend):
     def _ended(self, job: JobRef) -> JobStatus:
         """The status of a job whose runner has exited."""
         result = read_local_result(job.attempt_dir)
+        cgroup = job.handle.get("cgroup")
+        if isinstance(cgroup, str) and cgroup:
+            status = self._memory_outcome(job, cgroup, result)
+            if status is not None:
+                return status
         if result is not None:
             return status_of_ended_job(result)
         claim = read_local_claim(job.attempt_dir)
@@ -262,6 +298,27 @@ class LocalBackend(Backend):
         known = self._exits.get(self._pid(job))  # we started the runner: we know how it ended
         ours = known is not None and known[0] == job.handle.get("starttime")
         return status_of_ended_job(None, _describe_exit(known[1]) if known and ours else None)
+
+    def _memory_outcome(self, job: JobRef, cgroup: str, result: dict[str, Any] | None) -> JobStatus | None:
+        """The status of an attempt that ran in a memory cgroup, when the kernel killed it for
+        memory (the cgroup counted an OOM kill); the cgroup, empty now, is removed, the verdict
+        kept in the attempt folder (``oom-killed``) for whoever asks next."""
+        verdict = os.path.join(job.attempt_dir, "oom-killed")
+        if os.path.isdir(cgroup):
+            killed = cgroups.oom_kills(cgroup)
+            if killed:
+                with open(verdict, "w") as f:
+                    f.write(f"{killed}\n")
+            cgroups.remove(cgroup)
+        if not os.path.exists(verdict):
+            return None
+        status = status_of_ended_job(result)
+        status.failure = "oom"
+        limit = getattr(job.executor, "mem", None)
+        status.reason = (
+            f"out of memory: killed by the kernel at its memory limit (LocalExecutor.mem={limit!r})"
+        )
+        return status
 
     def _reap(self) -> None:
         """Collect children that ended (also those nobody polled: cancelled elsewhere)."""
@@ -357,8 +414,16 @@ class LocalBackend(Backend):
             return 0.05
         return 0.1 if self._unwatched else 1.0
 
+    def resource_pool(self) -> dict[str, list[str]]:
+        """This machine's GPUs (``runyard_local.gpus``), for ``LocalExecutor(gpus=N)``."""
+        gpus = machine_gpus()
+        return {"gpu": gpus} if gpus else {}
+
     def dry_run(self, job: JobSpec) -> str:
         command = self.prepare(job)
+        gpus = getattr(job.executor, "gpus", 0)
+        if gpus and "gpu" not in job.resources:  # (leased at launch: which ones is not known yet)
+            command.env[CUDA_DEVICES] = f"<{gpus} GPUs of this machine, the free ones at launch>"
         lines = [f"local: would start this command for task {job.task_id}, in a new session", ""]
         lines.append(f"command: {shlex.join(command.argv)}")
         lines.append("cwd: " + (command.cwd or "(the driver's)"))

@@ -39,6 +39,7 @@ from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
 from runyard.jobfiles import (
     CLAIM,
     HEARTBEAT,
+    JOB_FILES,
     RESULT,
     claimed_by_other,
     heartbeat_is_stale,
@@ -54,7 +55,7 @@ from runyard.states import State
 
 from runyard_slurm import sbatch, status
 from runyard_slurm.config import load_defaults
-from runyard_slurm.executor import LocalTunnel, SlurmExecutor, SSHTunnel, default_tunnel
+from runyard_slurm.executor import LocalTunnel, SlurmExecutor, SSHTunnel, default_tunnel, parse_signal
 from runyard_slurm.layout import Layout, attempt_dir_of, layout
 from runyard_slurm.tunnel import CommandResult, Session, pool_key, session_for
 
@@ -113,7 +114,7 @@ def tunnel_of(executor: Any) -> SSHTunnel | LocalTunnel:
 
 def _runner_files() -> tuple[str, dict[str, bytes]]:
     files = {}
-    for name in ("runner.py", "runner.sh"):
+    for name in JOB_FILES:  # the runners, runyard.job and its stand-in package
         with open(runner_path(name), "rb") as f:
             files[name] = f.read()
     digest = hashlib.sha256(b"".join(files[n] for n in sorted(files))).hexdigest()
@@ -162,6 +163,7 @@ class Submission:
     task: dict[str, Any]  # the task.json the job reads (paths moved into the shipped code)
     package: CodePackage | None  # the code shipped into ``code_root``, if any
     after: tuple[str, ...] = ()  # job ids it starts after (``--dependency=afterok``)
+    max_parallel: int | None = None  # of the jobs launched with it, at most this many run at once
 
     @property
     def code_root(self) -> str | None:
@@ -183,6 +185,7 @@ class SlurmBackend(Backend):
     """Launches, polls and controls Slurm jobs; see the module docstring."""
 
     self_driving = True
+    throttles_groups = True  # a task group's job array runs at most max_parallel elements at once (%N)
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -302,11 +305,14 @@ class SlurmBackend(Backend):
         else:
             cwd = job.cwd
         env = dict(job.env, RUNYARD_TASK_DIR=task_dir)  # the task's folder where it runs
+        if executor.signal is not None:  # the runner takes this signal for the warning (runyard.job)
+            env["RUNYARD_PREEMPT_SIGNAL"] = parse_signal(executor.signal)[1]
         files = sbatch.JobFiles(
-            job.task_id, job.attempt, where.experiment_dir(job.experiment_id), env, tuple(command), cwd
-        )
+            job.task_id, job.attempt, where.experiment_dir(job.experiment_id), env, tuple(command), cwd,
+            job.launcher,
+        )  # fmt: skip
         after = tuple(r.job_id for r in job.after)
-        return Submission(executor, job.experiment_id, where, files, task, package, after)
+        return Submission(executor, job.experiment_id, where, files, task, package, after, job.max_parallel)
 
     def _submit(self, jobs: Sequence[JobSpec]) -> list[Launched | Exception]:
         session, where = self._where(jobs[0].executor)
@@ -345,6 +351,7 @@ class SlurmBackend(Backend):
                     submission.executor.array
                     and first.executor == submission.executor
                     and first.after == submission.after
+                    and first.max_parallel == submission.max_parallel
                 ):
                     group.append((index, submission))
                     break
@@ -361,6 +368,7 @@ class SlurmBackend(Backend):
                     text = sbatch.render(
                         first.executor, files, experiment_id=first.experiment_id,
                         after=first.after, output_dir=where.output_dir(first.experiment_id), array=True,
+                        max_parallel=first.max_parallel,
                     )  # fmt: skip
                     # named by its tag: the same tasks submitted again find this submission
                     script = f"{where.output_dir(first.experiment_id)}/{tag.rpartition('/')[2]}.sh"
@@ -577,7 +585,11 @@ class SlurmBackend(Backend):
         else:
             reason = f"the job ended ({job.state} in Slurm) without a result from the runner"
         self._undecided.pop(ref.job_id, None)
-        return JobStatus(State.FAILED, reason=reason + (f"; its output ends with: {tail}" if tail else ""))
+        # FAILED in Slurm: its script failed before or around the runner (it says why in its output)
+        failure = "error" if failed_in_slurm else None
+        return JobStatus(
+            State.FAILED, reason=reason + (f"; its output ends with: {tail}" if tail else ""), failure=failure
+        )
 
     def _output(self, session: Session, attempt_dir: str) -> str:
         """The end of the attempt's ``slurm.out`` ("" if it cannot be read)."""

@@ -8,6 +8,7 @@ store records names the cluster it runs on.
 from __future__ import annotations
 
 import re
+import signal as signals
 import types
 import typing
 from typing import Any, ClassVar, Union
@@ -44,6 +45,7 @@ RESERVED_OPTIONS = {
     "job-name": "use the job_name field",
     "requeue": "use the requeue field",
     "no-requeue": "use the requeue field (requeue=False)",
+    "signal": "use the signal field",
     "open-mode": "runyard appends to the job's output, which a requeued job writes again",
 }
 
@@ -238,6 +240,43 @@ def _optional_flag(instance: Any, attribute: attrs.Attribute[Any], value: Any) -
         )
 
 
+_SIGNAL = re.compile(r"(?:([RB]):)?([A-Za-z0-9]+)(?:@(\d+))?")
+_UNCATCHABLE = ("KILL", "STOP")
+
+
+def parse_signal(value: str) -> tuple[str, str, int | None]:
+    """The parts of a ``signal`` field's value (``"B:USR1@90"``, ``"SIGUSR1"``, ``"10@60"``):
+    Slurm's prefix (``B``, ``R`` or ``""``), the signal's name (``USR1``) and the seconds (None:
+    Slurm's default, 60); ConfigError when it names no signal a job can catch."""
+    how = (
+        "like 'USR1@90' (SIGUSR1 90 s before the time limit, and at a preemption), "
+        "optionally with Slurm's 'B:' or 'R:' prefix"
+    )
+    match = _SIGNAL.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f"SlurmExecutor.signal must be a signal and a time in seconds {how}, got {value!r}")
+    prefix, sig, seconds = match.group(1) or "", match.group(2).upper(), match.group(3)
+    try:
+        found = (
+            signals.Signals(int(sig)) if sig.isdigit() else signals.Signals["SIG" + sig.removeprefix("SIG")]
+        )
+    except (KeyError, ValueError):
+        raise ConfigError(
+            f"SlurmExecutor.signal: {match.group(2)!r} is not a signal name or number, {how}"
+        ) from None
+    name = found.name.removeprefix("SIG")
+    if name in _UNCATCHABLE:
+        raise ConfigError(f"SlurmExecutor.signal: SIG{name} cannot be caught, so it warns of nothing; {how}")
+    if seconds is not None and int(seconds) > 65535:
+        raise ConfigError(f"SlurmExecutor.signal: at most 65535 seconds before the time limit, got {value!r}")
+    return prefix, name, int(seconds) if seconds is not None else None
+
+
+def _check_signal(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        parse_signal(value)
+
+
 def _check_code(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None:
         check_text(value, "SlurmExecutor.code")
@@ -253,7 +292,12 @@ class SlurmExecutor(Executor):
 
     :param partition: partition (``--partition``); default from the cluster defaults.
     :param nodes: nodes (``--nodes``). More than one task process (``nodes *
-        ntasks_per_node > 1``) starts the task on each with ``srun``.
+        ntasks_per_node > 1``) starts the task on each with ``srun``. Under a launcher
+        (``launcher="torchrun"``) ``srun`` starts one runner per node instead, each starting
+        torchrun with ``nproc_per_node`` ranks (default: ``gpus_per_node``, else
+        ``ntasks_per_node``); they meet at the first node of the allocation (its ``NodeAddr``),
+        on ``Torchrun.rdzv_port`` or else port 29500 + the job id modulo 1000. One node: the
+        runner starts torchrun itself, on a free port of 127.0.0.1.
     :param gpus_per_node: GPUs per node (``--gpus-per-node``).
     :param ntasks_per_node: task processes per node (``--ntasks-per-node``).
     :param cpus_per_task: CPUs per task process (``--cpus-per-task``).
@@ -277,6 +321,14 @@ class SlurmExecutor(Executor):
         a preemption (``--requeue``; ``False``: ``--no-requeue``; ``None``: the cluster's
         default, ``JobRequeue`` in slurm.conf, which is to requeue). Each run is an attempt
         of its own: the one before ends with failure ``node_failure`` or ``preempted``.
+    :param signal: the warning before the job is stopped, as Slurm's ``--signal``:
+        ``"USR1@90"`` sends SIGUSR1 90 s before the time limit (Slurm checks every ~30 s),
+        and at a preemption where the cluster sets ``preempt_send_user_signal``. The runner
+        then marks the attempt preempting (``runyard.job.preempting()`` turns True) and passes
+        the signal on to the task's processes: a Python task ignores it unless it handles it
+        (``runyard.job.on_preempt``), a Script must ``trap`` it or it ends. It goes to the
+        batch shell (which runs the runner: ``B:`` is added) unless you write ``R:`` yourself.
+        Default None: no warning (a Script that does not trap the signal would end early).
     """
 
     kind: ClassVar[str] = "slurm"
@@ -299,6 +351,7 @@ class SlurmExecutor(Executor):
     code: str | None = attrs.field(default="git", validator=_check_code)
     array: bool = True
     requeue: bool | None = attrs.field(default=None, validator=_optional_flag)
+    signal: str | None = attrs.field(default=None, validator=_check_signal)
 
     def __attrs_post_init__(self) -> None:
         if self.tunnel is None or self.partition is None or self.account is None or self.qos is None:
@@ -308,6 +361,9 @@ class SlurmExecutor(Executor):
             self.partition = self.partition or defaults.partition
             self.account = self.account or defaults.account
             self.qos = self.qos or defaults.qos
+
+    def default_nproc(self) -> int:
+        return self.gpus_per_node or self.ntasks_per_node
 
     @property
     def processes(self) -> int:

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import attrs
 from runyard.errors import BackendError
 from runyard.executor import AttemptFolders
+from runyard.launchers import Torchrun
 from runyard.redact import masked
 
-from runyard_slurm.executor import SlurmExecutor
+from runyard_slurm.executor import SlurmExecutor, parse_signal
 
 _ENV_NAME_FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
 _ENV_NAME_REST = _ENV_NAME_FIRST + "0123456789"
@@ -30,6 +31,10 @@ RANK_WRAPPER = (
     'mkdir -p "$d" && ln -sf "$t/task.json" "$d/task.json" || exit 70; t=$d; fi; '
     'exec "$p" "$r" "$t" "$@"'
 )
+# The rendezvous port on the first node of a multi-node launcher job when Torchrun.rdzv_port is
+# None: derived from the job id, so that jobs sharing a first node mostly differ in it
+RDZV_PORT_BASE = 29500
+RDZV_PORT_SPREAD = 1000
 
 
 @attrs.frozen
@@ -38,7 +43,8 @@ class JobFiles(AttemptFolders):
     ``attempt_dir``: ``runyard.executor.AttemptFolders``).
 
     ``command`` starts the in-job runner (``runyard.jobfiles.runner_command``) on
-    ``task_dir``.
+    ``task_dir``; ``launcher``: the executor's launcher, which the runner starts (one runner
+    per node under ``srun`` when the job has several nodes).
     """
 
     task_id: str
@@ -47,6 +53,7 @@ class JobFiles(AttemptFolders):
     env: dict[str, str]
     command: tuple[str, ...]
     cwd: str | None = None
+    launcher: Torchrun | None = None
 
 
 def directive_quote(value: str) -> str:
@@ -69,10 +76,12 @@ def options(
     output: str,
     after: Sequence[str] = (),
     array_size: int | None = None,
+    max_parallel: int | None = None,
     tag: str | None = None,
 ) -> list[tuple[str, str | None]]:
     """The sbatch options of a job, as (name, value) pairs (value None: a bare flag).
 
+    ``max_parallel``: at most that many elements of the array run at once (``%N``).
     ``tag`` (see :func:`tag`) becomes the job's comment, before any comment of the user's."""
     opts: list[tuple[str, str | None]] = [("job-name", executor.job_name or job_name), ("output", output)]
     if executor.partition:
@@ -93,9 +102,13 @@ def options(
         opts.append(("qos", executor.qos))
     if executor.requeue is not None:
         opts.append(("requeue" if executor.requeue else "no-requeue", None))
+    if executor.signal is not None:  # to the batch shell, which runs the runner, unless R: is asked
+        prefix, name, seconds = parse_signal(executor.signal)
+        opts.append(("signal", f"{prefix or 'B'}:{name}" + (f"@{seconds}" if seconds is not None else "")))
     opts.append(("open-mode", "append"))  # a requeued job's run must not wipe what the one before wrote
     if array_size is not None:
-        opts.append(("array", f"0-{array_size - 1}"))
+        limit = f"%{max_parallel}" if max_parallel is not None else ""
+        opts.append(("array", f"0-{array_size - 1}{limit}"))
     if after:
         opts.append(("dependency", "afterok:" + ":".join(after)))
         opts.append(("kill-on-invalid-dep", "yes"))
@@ -154,11 +167,43 @@ def _task_lines(job: JobFiles, executor: SlurmExecutor, *, show: bool, output_li
     if len(words) < 4 or job.command[3] != str(job.attempt):
         raise ValueError(f"not a runner command line (TASK_DIR ATTEMPT third and fourth): {job.command}")
     words[3] = '"$a"'  # PROGRAM RUNNER TASK_DIR ATTEMPT ... (runyard.jobfiles.runner_command)
-    if executor.processes > 1:
-        srun = ["srun", "--kill-on-bad-exit=1", "/bin/bash", "-c", RANK_WRAPPER, "runyard-rank"]
-        words = [shlex.quote(word) for word in srun] + words
+    wrapper = ["/bin/bash", "-c", RANK_WRAPPER, "runyard-rank"]
+    if job.launcher is not None and executor.nodes > 1:
+        lines += _rendezvous_lines(job.launcher)
+        cpus = executor.ntasks_per_node * (executor.cpus_per_task or 1)  # the node's share of the job
+        srun = (
+            'srun --nodes="$SLURM_NNODES" --ntasks="$SLURM_NNODES" --ntasks-per-node=1'
+            f" --cpus-per-task={cpus} --kill-on-bad-exit=1"
+        )
+        words = [srun, *(shlex.quote(word) for word in wrapper), *words]
+    elif job.launcher is None and executor.processes > 1:
+        words = [shlex.quote(word) for word in ["srun", "--kill-on-bad-exit=1", *wrapper]] + words
+    # (a launcher on one node: the runner starts it here, with a free port on 127.0.0.1)
     lines.append("exec " + " ".join(words))
     return lines
+
+
+def _rendezvous_lines(launcher: Torchrun) -> list[str]:
+    """The lines that tell the runners of a multi-node launcher job where to meet: the first
+    node of the allocation (its ``NodeAddr``: node names need not be host names), a port
+    (``Torchrun.rdzv_port``, else ``RDZV_PORT_BASE`` + the job id modulo ``RDZV_PORT_SPREAD``),
+    the node count and the job id. No address: the job ends at once (never a localhost that
+    would let each node train alone)."""
+    port = (
+        str(launcher.rdzv_port)
+        if launcher.rdzv_port
+        else f"$(({RDZV_PORT_BASE} + SLURM_JOB_ID % {RDZV_PORT_SPREAD}))"
+    )
+    return [
+        'rdzv_node=$(scontrol show hostnames "${SLURM_JOB_NODELIST:-}" 2>/dev/null | head -n 1)',
+        '[ -n "$rdzv_node" ] && rdzv_addr=$(scontrol -o show node "$rdzv_node" 2>/dev/null'
+        ' | tr " " "\\n" | sed -n "s/^NodeAddr=//p" | head -n 1)',
+        'if [ -z "${rdzv_addr:-}" ]; then echo "runyard: cannot start torchrun: Slurm knows no address'
+        " (NodeAddr) of node '$rdzv_node', the first of job $SLURM_JOB_ID (its nodes:"
+        " '${SLURM_JOB_NODELIST:-}'); the nodes would have no rendezvous\" >&2; exit 70; fi",
+        'export RUNYARD_NNODES="$SLURM_NNODES" RUNYARD_RDZV_ID="$SLURM_JOB_ID"'
+        f' RUNYARD_RDZV_ENDPOINT="$rdzv_addr:{port}"',
+    ]
 
 
 def render(
@@ -169,9 +214,11 @@ def render(
     after: Sequence[str] = (),
     output_dir: str,
     array: bool = False,
+    max_parallel: int | None = None,
     show_secrets: bool = True,
 ) -> str:
-    """The sbatch script for one job, or for a job array of ``jobs`` (``array=True``).
+    """The sbatch script for one job, or for a job array of ``jobs`` (``array=True``; at most
+    ``max_parallel`` of its elements run at once).
 
     One job writes Slurm's own output to ``<attempt dir>/slurm.out``; an array to
     ``output_dir/<array id>_<index>.out``, linked from each element's attempt folder.
@@ -184,7 +231,7 @@ def render(
         output = _output_path(output_dir) + "/%A_%a.out"  # %A: the array's job id, %a: the index
         opts = options(
             executor, job_name=name, output=output, after=after, array_size=len(jobs),
-            tag=tag(experiment_id, jobs),
+            max_parallel=max_parallel, tag=tag(experiment_id, jobs),
         )  # fmt: skip
     else:
         [job] = jobs
