@@ -83,7 +83,8 @@ class PlainObserver:
         self.out.write(f"{name}: {line}\n")
 
     def update(self, tasks: Sequence[TaskRecord], changed: Sequence[TaskRecord]) -> None:
-        self.width = max([self.width, *(len(t.id) for t in tasks)])
+        # (the widest id of all, first; then of what changed: a turn costs what changed)
+        self.width = max([self.width, *(len(t.id) for t in (changed if self.width else tasks))])
         self._tail(tasks, changed)
         for task in changed:
             self.out.write(self.describe(task) + "\n")

@@ -89,6 +89,9 @@ class Driver:
         self._reclaimed: dict[str, float] = {}  # experiment id -> when _reclaim last synced it
         self._throttling: dict[str, bool] = {}  # task id -> whether its backend throttles_groups
         self._any_throttles: bool | None = None  # see _some_throttle
+        self._dependents: dict[str, list[str]] | None = None  # see _maybe_changed_reasons
+        self._unseen: set[str] = set()  # tasks read from the store since _ready last looked at them
+        self._pending_order: list[str] | None = None  # see _pending_ids
         self._stopped = threading.Event()
         raise_fd_limit()
 
@@ -254,11 +257,15 @@ class Driver:
             self.tasks[task_id] = task
             self._rev = max(self._rev, task.rev)
             self._changed.add(task_id)
+            self._unseen.add(task_id)
             self._reasons.pop(task_id, None)  # (its reason is what the change wrote)
             if status is State.PENDING:
-                self._pending.add(task_id)
-            else:
+                if task_id not in self._pending:
+                    self._pending.add(task_id)
+                    self._pending_order = None
+            elif task_id in self._pending:
                 self._pending.discard(task_id)
+                self._pending_order = None
             if status in _LIVE:
                 self._live[task_id] = None
             else:
@@ -387,12 +394,24 @@ class Driver:
         taken = 0  # tasks in out that count against the limit
         grouped = self._settings.max_parallel is not None and self._some_throttle()
         chaining = not self.engine.max_retries  # a retried dependency would leave a chain dangling
-        # self.tasks is in add order already (filled from the store by seq; tasks cannot be
-        # added once an experiment is launched), so no sort in this per-turn loop
+        # in add order (self.tasks is: filled from the store by seq; tasks cannot be added
+        # once an experiment is launched), so no sort in this per-turn loop
         tasks, pending = self.tasks, State.PENDING
-        for task in tasks.values():
+        # once ``limit`` are taken, nothing else launches: only a task whose reason may have
+        # changed is looked at (it changed since it was last looked at, or a dependency did
+        # this turn); the others wait as they said they did: a turn costs what changed
+        candidates: set[str] | None = None
+        unseen = self._unseen
+        for task_id in self._pending_ids():
+            task = tasks[task_id]
             if task.status is not pending:
                 continue
+            if taken >= limit and not grouped:
+                if candidates is None:
+                    candidates = self._maybe_changed_reasons()
+                if task.id not in candidates and task.id not in unseen:
+                    continue
+            unseen.discard(task.id)
             throttled = grouped and self._throttles(task)
             deps: list[TaskRecord] = []
             if task.dependencies:
@@ -432,6 +451,27 @@ class Driver:
                 out.append((handle, live))
                 taken += not throttled
         return out, beyond
+
+    def _pending_ids(self) -> list[str]:
+        """The PENDING tasks' ids, in add order (listed again only when a task starts or stops
+        being PENDING; ``self.tasks`` is in add order already)."""
+        if self._pending_order is None:
+            pending = self._pending
+            self._pending_order = [k for k in self.tasks if k in pending]
+        return self._pending_order
+
+    def _maybe_changed_reasons(self) -> set[str]:
+        """The tasks whose reason may have changed this turn: those that changed, and those
+        that depend on one (the tasks of a launched experiment are fixed: mapped once)."""
+        if self._dependents is None:
+            self._dependents = {}
+            for t in self.tasks.values():
+                for d in t.dependencies:
+                    self._dependents.setdefault(d, []).append(t.id)
+        out = set(self._changed)
+        for task_id in self._changed:
+            out.update(self._dependents.get(task_id, ()))
+        return out
 
     def _throttles(self, task: TaskRecord) -> bool:
         """Whether the task's backend ``throttles_groups`` (asked once per task)."""

@@ -499,7 +499,8 @@ def _attempts(db: sqlite3.Connection) -> None:
 
 def _unit_leases(db: sqlite3.Connection) -> None:
     """4: units of machine resources (GPUs) leased to task attempts, machine-wide within the
-    home: one row per unit held (``Store.launch_leased``)."""
+    home: one row per unit held (``Store.launch_leased``); and the tasks by revision, so that
+    a driver's turn reads what changed (``Store.tasks(..., since_rev)``) without a scan."""
     _run(
         db,
         """
@@ -513,6 +514,7 @@ def _unit_leases(db: sqlite3.Connection) -> None:
             PRIMARY KEY (resource, unit)
         );
         CREATE INDEX unit_leases_by_task ON unit_leases (experiment_id, task_id);
+        CREATE INDEX IF NOT EXISTS tasks_by_revision ON tasks (experiment_id, rev);
         """,
     )
 
