@@ -75,8 +75,7 @@ def train(data_dir: str, learning_rate: float, model_path: str, epochs: int = EP
         weights[1] -= learning_rate * 2 * sum(e * r[1] for e, r in zip(errors, rows, strict=True)) / n
         bias -= learning_rate * 2 * sum(errors) / n
         loss = _mse(weights, bias, rows)
-        if epoch % 10 == 0:
-            print(f"epoch {epoch} loss: {loss:.4f}")
+        print(f"epoch {epoch} loss: {loss:.4f}")  # (runyard reads these lines as the metric "loss")
     os.makedirs(os.path.dirname(model_path), exist_ok=True)
     with open(model_path, "w") as f:
         json.dump({"learning_rate": learning_rate, "weights": weights, "bias": bias, "train_loss": loss}, f)
@@ -95,7 +94,7 @@ def evaluate(data_dir: str, model_paths: list[str], report_path: str) -> None:
             "train_loss": model["train_loss"],
             "validation_loss": _mse(model["weights"], model["bias"], rows),
         }
-        print(f"lr {model['learning_rate']}: validation loss: {scores[path]['validation_loss']:.4f}")
+        print(f"lr {model['learning_rate']}: validation_loss={scores[path]['validation_loss']:.4f}")
     best = min(scores, key=lambda p: scores[p]["validation_loss"])
     with open(report_path, "w") as f:
         json.dump({"best_model_path": best, "models": scores}, f, indent=2)

@@ -10,6 +10,8 @@
 #   torch   a venv of its own under the state dir with PyTorch (CPU build) and numpy, installed with pip
 #           (pip takes the CPU wheel that lies on this machine's disk; uv would download a CUDA build).
 #           Only tests use it (python= of a task); it is never one of runyard's dependencies.
+#   chromium  Debian's chromium (headless; installed without recommends): the report tests render runyard's
+#           HTML report in it. Nothing runs in the background: each test starts its own browser.
 # Idempotent: installs only missing packages, starts only what is not running, rewrites a config only when
 # its content changes (and then restarts that daemon).  On success it writes shell-sourceable facts to
 # $STATE/env.sh; on failure it exits non-zero with a message and removes env.sh.
@@ -17,7 +19,7 @@
 #
 # Settings (environment, all optional):
 #   RUNYARD_INFRA_DIR         /tmp/runyard-infra    state dir: configs, keys, logs, PID files, Slurm state, DB
-#   RUNYARD_INFRA_COMPONENTS  "ssh slurm docker torch"   what to start; an empty string starts nothing
+#   RUNYARD_INFRA_COMPONENTS  "ssh slurm docker torch chromium"   what to start; an empty string starts nothing
 #   RUNYARD_INFRA_SSH_PORT    2222
 #   RUNYARD_INFRA_SLURMCTLD_PORT / _SLURMD_PORT / _SLURMDBD_PORT / _MYSQL_PORT    6817 / 6818 / 6819 / 3307
 #   RUNYARD_INFRA_SLURMD2_PORT  6820                slurmd of node2 (node1's is _SLURMD_PORT)
@@ -32,7 +34,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
 cd /   # daemons inherit the cwd: never pin a checkout or a temp dir
 
 S=${RUNYARD_INFRA_DIR:-/tmp/runyard-infra}
-COMPONENTS=${RUNYARD_INFRA_COMPONENTS-ssh slurm docker torch}
+COMPONENTS=${RUNYARD_INFRA_COMPONENTS-ssh slurm docker torch chromium}
 SSH_HOST=127.0.0.1
 SSH_PORT=${RUNYARD_INFRA_SSH_PORT:-2222}
 SSH_USER=root
@@ -153,8 +155,8 @@ apt_install() {  # PKG... : install the missing ones, without recommends, withou
 
 # ------------------------------------------------------------------------------------------------ preflight
 for c in $COMPONENTS; do
-  [[ $c == ssh || $c == slurm || $c == docker || $c == torch ]] \
-    || die "unknown component '$c' in RUNYARD_INFRA_COMPONENTS (known: ssh slurm docker torch)"
+  [[ $c == ssh || $c == slurm || $c == docker || $c == torch || $c == chromium ]] \
+    || die "unknown component '$c' in RUNYARD_INFRA_COMPONENTS (known: ssh slurm docker torch chromium)"
 done
 [[ $S == /* ]] || die "RUNYARD_INFRA_DIR must be an absolute path (got '$S')"
 if [[ -n ${COMPONENTS// /} ]]; then
@@ -573,6 +575,24 @@ finish_torch() {
   timing torch "$TORCH_T0" "$note (torch $(torch_version))"
 }
 
+# ============================================================================== 5. headless Chromium
+# Installed only when missing; proven by rendering a page headless (as root it needs --no-sandbox, and a fresh
+# --user-data-dir keeps runs apart). The flags are those the tests use (tests/conftest.py, fixture chromium).
+CHROMIUM="" CHROMIUM_FLAGS=(--headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking
+  --disable-component-update --disable-sync)
+start_chromium() {
+  local t0 note=cached profile out
+  t0=$(now)
+  if ! command -v chromium >/dev/null; then apt_install chromium; note=installed; fi
+  CHROMIUM=$(command -v chromium) || die "no chromium on PATH after installing Debian's chromium package"
+  profile=$(mktemp -d "$S/chromium-profile.XXXXXX")
+  out=$(timeout 60 "$CHROMIUM" "${CHROMIUM_FLAGS[@]}" --user-data-dir="$profile" \
+    --dump-dom 'data:text/html,<p id="x">chromium-ok</p>' 2>>"$S/logs/chromium.log" 9>&-) || true
+  rm -rf "$profile"
+  [[ $out == *chromium-ok* ]] || { tail -n 20 "$S/logs/chromium.log" >&2; die "headless chromium rendered no page (log: $S/logs/chromium.log)"; }
+  timing chromium "$t0" "$note ($("$CHROMIUM" --version 2>/dev/null | head -n 1))"
+}
+
 # ==================================================================================================== main
 REMOTE_PYTHON="" IMAGE_PY=""
 has ssh && start_ssh
@@ -580,6 +600,7 @@ has slurm && start_slurm
 has torch && start_torch
 has docker && start_docker
 has torch && finish_torch
+has chromium && start_chromium
 
 if [[ $VERIFY == 1 && -n ${COMPONENTS// /} ]]; then
   t0=$(now)
@@ -658,6 +679,7 @@ q() { printf "%q" "$1"; }
     if [[ -n $IMAGE_PY ]]; then echo "export RUNYARD_TEST_DOCKER_IMAGE_PYTHON=$IMAGE_PY"; fi
   fi
   if has torch; then echo "export RUNYARD_TEST_TORCH_PYTHON=$(q "$TORCH_PYTHON")"; fi
+  if has chromium; then echo "export RUNYARD_TEST_CHROMIUM=$(q "$CHROMIUM")"; fi
 } >"$S/env.sh.tmp"
 mv -f "$S/env.sh.tmp" "$S/env.sh"
 

@@ -1,6 +1,7 @@
 """Shared test set-up: every test gets its own runyard home, and task processes can import
-the task functions in tests/taskdefs.py. The session fixtures ssh_server, slurm_cluster and
-docker_engine describe the real services infra/start-services.sh starts (docs/testing.md)."""
+the task functions in tests/taskdefs.py. The session fixtures ssh_server, slurm_cluster,
+docker_engine, torch_python and chromium describe the real services infra/start-services.sh
+starts (docs/testing.md)."""
 
 from __future__ import annotations
 
@@ -242,6 +243,35 @@ def docker_engine() -> DockerEngine:
     if why:
         _unavailable("the Docker engine", why)
     return engine
+
+
+# how the tests start headless Chromium (as root it needs --no-sandbox); each run gets a fresh profile
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Chromium:
+    """Debian's chromium, headless (infra/start-services.sh installs it: RUNYARD_TEST_CHROMIUM)."""
+
+    path: str
+
+    def run(self, profile: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """One browser run in a fresh profile folder ``profile``, e.g. ``--dump-dom URL``."""
+        argv = [self.path, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Chromium:
+    """Headless Chromium (RUNYARD_TEST_CHROMIUM), checked to start."""
+    path = _facts("headless Chromium", "RUNYARD_TEST_CHROMIUM")["RUNYARD_TEST_CHROMIUM"]
+    why = _answers([path, "--version"], {}, "Chromium")
+    if why:
+        _unavailable("headless Chromium", why)
+    return Chromium(path)
 
 
 _SERVICE_MARKERS = {"ssh_server": "ssh", "slurm_cluster": "slurm", "docker_engine": "docker"}

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
 from runyard.jobfiles import read_local_result, runner_command, status_of_ended_job
@@ -249,3 +249,14 @@ def end_everything(home: str, timeout: float = 30.0) -> list[str]:
         while pid and pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
     return ids
+
+
+def assert_trained(points: list[Any]) -> None:
+    """The metrics of ``metrictasks.train(steps=2, lr=0.5)``, from any backend: the ``loss:``
+    lines it printed (parsed) and the accuracy it logged with ``runyard.job.log_metrics``."""
+    assert [(p.name, p.step, p.value, p.source, p.attempt) for p in points if p.name == "loss"] == [
+        ("loss", 1, 0.5, "parsed", 1), ("loss", 2, 0.25, "parsed", 1),
+    ]  # fmt: skip
+    assert [(p.name, p.step, p.value, p.source) for p in points if p.name == "accuracy"] == [
+        ("accuracy", 1, 0.5, "logged"), ("accuracy", 2, 0.75, "logged"),
+    ]  # fmt: skip

@@ -18,7 +18,7 @@ from runyard import plugins
 from runyard.errors import PluginNotInstalledError
 from runyard.plugins import reset_plugin_manager
 
-HEAVY = ["paramiko", "docker", "pluggy", "cattrs", "sqlite3"]
+HEAVY = ["paramiko", "docker", "pluggy", "cattrs", "sqlite3", "rich"]
 
 
 def modules_after(code: str) -> set[str]:

@@ -226,7 +226,7 @@ def test_the_task_rows_describe_their_latest_attempt_and_keep_everything_else(ol
 
         record = store.experiment(EXP)
         assert (record.title, record.tags, record.launched_at, record.settings.to_dict()) == (
-            "old", ["v2"], 2.0, {**SETTINGS, "max_parallel": None, "retry_on": None},  # (the defaults)
+            "old", ["v2"], 2.0, {**SETTINGS, "max_parallel": None, "retry_on": None, "metric_patterns": None},
         )  # fmt: skip
         assert store.metadata(EXP) == {"owner": "me"}
     finally:

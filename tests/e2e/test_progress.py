@@ -1,15 +1,15 @@
-"""What an attached run prints: plain lines into a pipe, a live table on a terminal, and
-task output prefixed by task name with tail_logs."""
+"""What an attached run prints: plain lines into a pipe, a live view on a terminal (more of it
+in test_live_view.py), and task output prefixed by task name with tail_logs."""
 
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import subprocess
 import sys
 from pathlib import Path
+
+from _terminal import Terminal, terminal_env
 
 SCRIPT = """\
 import runyard as run
@@ -22,6 +22,7 @@ exp.run(tail_logs={tail_logs})
 """
 
 ANSI = re.compile(r"\x1b\[")
+ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[^\[])")
 PLAIN_LINE = re.compile(r"^\d\d:\d\d:\d\d (\S+) +([A-Z]+)\b")
 
 
@@ -47,35 +48,15 @@ def _run_in_pipe(tmp_path: Path, *, tail_logs: bool = False) -> str:
     return proc.stdout
 
 
-def _run_on_terminal(tmp_path: Path) -> str:
-    """Run the script with a pseudo-terminal as its stdout/stderr; returns all it wrote."""
+def _run_on_terminal(tmp_path: Path, **env: str) -> tuple[list[str], str]:
+    """Run the script on a pseudo-terminal (120 x 40); returns the final screen and all it wrote
+    (escape sequences cut out: every text it showed at some time)."""
     script = _write_script(tmp_path, seconds=1.5)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
-        cwd=tmp_path, env=_env(TERM="xterm", COLUMNS="120", LINES="40"),
-    )  # fmt: skip
-    os.close(slave)
-    chunks = []
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 60)
-            if not ready:
-                raise AssertionError("the attached run wrote nothing for 60s")
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert proc.wait(timeout=60) == 0, b"".join(chunks).decode(errors="replace")
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return b"".join(chunks).decode(errors="replace")
+    with Terminal(
+        [sys.executable, str(script)], columns=120, lines=40, cwd=tmp_path, env=terminal_env(**env)
+    ) as term:
+        assert term.wait() == 0, "\n".join(term.screen)
+        return term.screen, ESCAPES.sub("", term.output.decode())
 
 
 def test_output_to_a_pipe_is_one_plain_line_per_state_change(tmp_path: Path) -> None:
@@ -88,15 +69,26 @@ def test_output_to_a_pipe_is_one_plain_line_per_state_change(tmp_path: Path) -> 
     assert re.search(r"^experiment \S+_progress: SUCCEEDED$", out, re.M)
 
 
-def test_output_to_a_terminal_is_a_live_table(tmp_path: Path) -> None:
-    out = _run_on_terminal(tmp_path)
-    assert re.search(r"\x1b\[\d+F", out), "no cursor movement: the table is not redrawn in place"
-    screen = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", out)  # the text, without colors and movements
-    assert re.search(r"first +RUNNING", screen)
-    assert re.search(r"first +SUCCEEDED", screen)
-    assert re.search(r"talker +SUCCEEDED", screen)
-    assert re.search(r"\d/2 ended", screen)
-    assert "experiment " in screen and ": SUCCEEDED" in screen
+def test_output_to_a_terminal_is_a_live_view(tmp_path: Path) -> None:
+    screen, shown = _run_on_terminal(tmp_path)
+    assert re.search(r"first +RUNNING +#1", shown)  # (once, while it ran)
+    header, first, talker, end = screen[:4]
+    assert re.fullmatch(r"\S+_progress  2/2 ended · 2 SUCCEEDED · \d+:\d\d", header)
+    assert re.fullmatch(r"first +SUCCEEDED +#1 +\d:\d\d +first done", first)
+    assert re.fullmatch(r"talker +SUCCEEDED +#1 +\d:\d\d +two", talker)
+    assert re.fullmatch(r"experiment \S+_progress: SUCCEEDED", end)
+
+
+def test_runyard_plain_gives_plain_lines_on_a_terminal_too(tmp_path: Path) -> None:
+    screen, shown = _run_on_terminal(tmp_path, RUNYARD_PLAIN="1")
+    changes = [m.groups() for m in map(PLAIN_LINE.match, screen) if m]
+    assert changes == [
+        ("first", "RUNNING"),
+        ("first", "SUCCEEDED"),
+        ("talker", "RUNNING"),
+        ("talker", "SUCCEEDED"),
+    ]
+    assert "ended" not in shown  # no live view
 
 
 def test_tail_logs_prefixes_each_task_output_line_with_its_task_name(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ _CORE = {
     "TaskView": "runyard.views",
     "AttemptView": "runyard.views",
     "ConfigVersion": "runyard.views",
+    "EventView": "runyard.views",
+    "MetricPoint": "runyard.metrics",
     "ExperimentSnapshot": "runyard.experiment",
     "State": "runyard.states",
     "Executor": "runyard.executor",
@@ -86,9 +88,10 @@ if TYPE_CHECKING:
     from runyard.hookspecs import hookimpl
     from runyard.launchers import Torchrun
     from runyard.logs import LogEntry, LogSource, TaskLogs
+    from runyard.metrics import MetricPoint
     from runyard.registries import Plugin
     from runyard.states import State
-    from runyard.views import AttemptView, ConfigVersion, TaskView
+    from runyard.views import AttemptView, ConfigVersion, EventView, TaskView
 
 
 def __getattr__(name: str) -> Any:

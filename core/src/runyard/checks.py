@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,3 +117,30 @@ def default_name(task: Any) -> str:
     if isinstance(task, Script):
         return naming.slug(os.path.basename(task.path)) if task.path else "script"
     return naming.slug(target_name(task._target).split(".")[-1])
+
+
+def check_metric_patterns(value: Any) -> dict[str, str] | None:
+    """``metric_patterns``: metric name -> a regex with exactly one group (the number); None
+    keeps the defaults (``runyard.metrics.DEFAULT_PATTERNS``)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"metric_patterns must be a dict of metric name -> regex, got {value!r}; "
+            r"e.g. {'loss': r'loss[:=] *([0-9.]+)'}"
+        )
+    for name, regex in value.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"metric_patterns: a metric name must be a non-empty string, got {name!r}")
+        if not isinstance(regex, str):
+            raise ConfigError(f"metric_patterns[{name!r}] must be a regex string, got {regex!r}")
+        try:
+            groups = re.compile(regex).groups
+        except re.error as exc:
+            raise ConfigError(f"metric_patterns[{name!r}] is not a valid regex ({exc}): {regex!r}") from None
+        if groups != 1:
+            raise ConfigError(
+                f"metric_patterns[{name!r}] must have exactly one group (the number), it has {groups}: "
+                f"{regex!r}; make other groups non-capturing: (?:...)"
+            )
+    return dict(value)

@@ -236,12 +236,112 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.6g}"
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from runyard.metrics import best_tasks, lower_is_better, summarize
+
+    exp = _experiment(args)
+    every = {args.task: exp.get_metrics(args.task)} if args.task else exp.get_all_metrics()
+    summaries = {task_id: summarize(points) for task_id, points in every.items()}
+    names = sorted({name for metrics in summaries.values() for name in metrics})
+    best = best_tasks(summaries) if len(summaries) > 1 else {}
+    if args.json:
+        out: dict[str, Any] = {
+            "experiment": exp.experiment_id,
+            "better": {name: "lower" if lower_is_better(name) else "higher" for name in names},
+            "best": best,
+            "tasks": {t: {n: s.to_json() for n, s in metrics.items()} for t, metrics in summaries.items()},
+        }
+        if args.task:
+            out["points"] = [p.to_json() for p in every[args.task]]
+        print(json.dumps(out, indent=2))
+        return 0
+    if not names:
+        print("no metrics: none logged with runyard.job.log_metrics, no output line matched metric_patterns")
+        return 0
+    if args.task:
+        rows = [["METRIC", "LAST", "MIN", "MAX", "STEPS", "LAST STEP"]]
+        for name, m in sorted(summaries[args.task].items()):
+            step = "" if m.last_step is None else str(m.last_step)
+            rows.append([name, _number(m.last), _number(m.min), _number(m.max), str(m.steps), step])
+        _table(rows, sys.stdout)
+        return 0
+    rows = [["TASK", *names]]
+    for task_id, metrics in summaries.items():
+        cells = [task_id]
+        for name in names:
+            got = metrics.get(name)
+            mark = "*" if best.get(name) == task_id else ""
+            span = "" if got is None else f" ({_number(got.min)}..{_number(got.max)}, {got.steps})"
+            cells.append("-" if got is None else f"{_number(got.last)}{mark}{span}")
+        rows.append(cells)
+    _table(rows, sys.stdout)
+    if best:
+        lower = ", ".join(n for n in names if lower_is_better(n))
+        better = f"lower is better for {lower}, higher for the others" if lower else "higher is better"
+        print(f"each cell: last value (min..max, steps); * the best last value ({better})")
+    return 0
+
+
+def _event_line(event: Any, width: int) -> str:
+    when = event.timestamp.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    who = "(experiment)" if event.task_id is None else f"{event.task_id} #{event.attempt or '-'}"
+    change = f"{event.from_state or '-'} -> {event.to_state or '-'}"
+    return f"{when}  {who:<{width}}  {change:<22}  {event.reason or ''}".rstrip()
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    exp = _experiment(args)
+    width = max([len("(experiment)")] + [len(t.id) + 4 for t in exp.tasks])
+    events = exp.events()
+    if args.json and not args.follow:
+        print(json.dumps([e.to_json() for e in events], indent=2))
+        return 0
+
+    def show(batch: list[Any]) -> None:
+        for e in batch:
+            print(json.dumps(e.to_json()) if args.json else _event_line(e, width), flush=True)
+
+    show(events)
+    seq = events[-1].seq if events else 0
+    while args.follow and not _ended(exp):
+        time.sleep(args.interval)
+        batch = exp.events(since=seq)
+        show(batch)
+        seq = batch[-1].seq if batch else seq
+    if args.follow:
+        show(exp.events(since=seq))  # what came with the end
+    return 0
+
+
+def _ended(exp: Any) -> bool:
+    """Whether the experiment has ended: every task has, and its end is recorded (or nothing
+    drives it any more, to record it)."""
+    if not exp.status().is_final:
+        return False
+    return exp.store.experiment(exp.experiment_id).ended_at is not None or not exp.driver_alive()
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     exp = _experiment(args)
     try:
         path = exp.create_snapshot().save(args.output)  # refuses devices, pipes, folders
     except OSError as exc:
         raise RunyardError(f"cannot write the snapshot to {args.output!r}: {exc}") from None
+    print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    exp = _experiment(args)
+    try:
+        path = exp.report(args.output)  # refuses devices, pipes, folders
+    except OSError as exc:
+        where = args.output or "the experiment's folder"
+        raise RunyardError(f"cannot write the report to {where!r}: {exc.strerror or exc}") from None
     print(path)
     return 0
 
@@ -343,8 +443,17 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="JSON output")
     sp = add("artifacts", cmd_artifacts, "show an experiment's artifacts")
     sp.add_argument("--json", action="store_true", help="JSON output")
+    about = "show the metrics of an experiment's tasks: last, min, max, steps"
+    sp = add("metrics", cmd_metrics, about, task="optional")
+    sp.add_argument("--json", action="store_true", help="JSON output (with TASK: every point too)")
+    sp = add("events", cmd_events, "list every state change of an experiment and its tasks, oldest first")
+    sp.add_argument("--json", action="store_true", help="JSON output (with --follow: one object a line)")
+    sp.add_argument("-f", "--follow", action="store_true", help="print new events until the experiment ends")
+    sp.add_argument("--interval", type=_seconds, default=0.5, help="with --follow: seconds between looks")
     sp = add("snapshot", cmd_snapshot, "save a snapshot of an experiment as JSON")
     sp.add_argument("-o", "--output", required=True, help="file to write")
+    sp = add("report", cmd_report, "write an experiment's one-file HTML report; prints its path")
+    sp.add_argument("-o", "--output", help="file to write (default: report.html in the experiment's folder)")
     sp = add("reproduce", cmd_reproduce, "create a new experiment from a snapshot file", exp=False)
     sp.add_argument("snapshot", help="snapshot JSON file")
     sp.add_argument("--run", action="store_true", help="also run it, attached")

@@ -25,14 +25,18 @@ from runyard.errors import ConfigError, ExperimentStateError
 from runyard.executor import Executor
 from runyard.jobfiles import utc
 from runyard.logs import LogEntry, TaskLogs
+from runyard.metrics import MetricParser, MetricPoint, parser_for
 from runyard.registries import Plugin
 from runyard.states import FINAL_STATES, State, experiment_state
 from runyard.store import ExperimentRecord, Settings, Store, open_store
-from runyard.views import AttemptView, ConfigVersion, TaskView
+from runyard.views import AttemptView, ConfigVersion, EventView, TaskView
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ON_INTERRUPT = ("cancel", "detach")
-__all__ = ["AttemptView", "ConfigVersion", "Experiment", "ExperimentSnapshot", "Plugin", "TaskView"]
+__all__ = [
+    "AttemptView", "ConfigVersion", "EventView", "Experiment", "ExperimentSnapshot", "MetricPoint", "Plugin",
+    "TaskView",
+]  # fmt: skip
 
 
 class Experiment:
@@ -55,6 +59,7 @@ class Experiment:
         base_dir: str | None = None,
         max_parallel: int | None = None,
         retry_on: Sequence[str] = checks.RETRY_ON,
+        metric_patterns: dict[str, str] | None = None,
     ) -> None:
         naming.check_name(title, "experiment title")
         checks.check_text(description, "description")
@@ -68,6 +73,7 @@ class Experiment:
         checks.check_number(checkpoint_interval, "checkpoint_interval", at_least=0.1)
         checks.check_number(max_parallel, "max_parallel", integer=True)
         retry_kinds = checks.check_retry_on(retry_on)
+        patterns = checks.check_metric_patterns(metric_patterns)
         meta = checks.check_metadata(metadata or {})
         main = sys.modules.get("__main__")
         # a script run as `python file.py` (not `-m pkg`, whose targets import by module name)
@@ -77,7 +83,7 @@ class Experiment:
         settings = Settings(
             log_level=log_level, max_retries=max_retries, timeout=timeout,
             checkpoint_interval=checkpoint_interval, cwd=here, python_path=[p for p in (here, script_dir) if p],
-            max_parallel=max_parallel, retry_on=retry_kinds,
+            max_parallel=max_parallel, retry_on=retry_kinds, metric_patterns=patterns,
         )  # fmt: skip
         self._engine = Engine.create(
             open_store(base_dir), title, description, list(tags), settings, meta,
@@ -318,6 +324,40 @@ class Experiment:
     def _sync(self) -> None:
         running.sync(self._engine)
 
+    # --- metrics and events -----------------------------------------------------------------------
+    def get_metrics(self, task_id: str, attempt: int | None = None) -> list[MetricPoint]:
+        """The task's metric points of one attempt (None: every attempt, oldest first): what it
+        logged with ``runyard.job.log_metrics`` and what its output says (``metric_patterns``),
+        each attempt's merged by time."""
+        running.sync(self._engine)
+        return self._metric_parser().task_points(self._engine.task(task_id), attempt)
+
+    def get_all_metrics(self) -> dict[str, list[MetricPoint]]:
+        """``get_metrics`` of every task (every attempt), by task id, in the order added."""
+        running.sync(self._engine)
+        parser = self._metric_parser()
+        return {h.id: parser.task_points(h) for h in self._engine.handles()}
+
+    def _metric_parser(self) -> MetricParser:
+        # checked again: the store may have been edited since (a clear error, not a traceback)
+        return parser_for(checks.check_metric_patterns(self._engine.reload().settings.metric_patterns))
+
+    def events(self, since: int = 0) -> list[EventView]:
+        """Every state change, oldest first: of each task (with its attempt and reason) and of
+        the experiment itself (created, launched, ended, reopened by a retry). ``since``: only
+        the events after the one with that ``seq``."""
+        running.sync(self._engine)
+        views = (EventView.of(row) for row in self.store.events(self.experiment_id, since))
+        return [v for v in views if v is not None]
+
+    def report(self, path: str | None = None) -> str:
+        """Write the experiment's one-file HTML report (tasks, DAG, timeline of every attempt,
+        metric charts, metadata, artifacts, config versions); returns the path written.
+        ``path`` None: ``report.html`` in the experiment's folder."""
+        from runyard import report
+
+        return report.write(self, path)
+
     # --- metadata and artifacts -------------------------------------------------------------------
     def add_metadata(self, values: dict[str, Any]) -> None:
         """Merge ``values`` (JSON values) into the experiment's metadata."""
@@ -398,6 +438,7 @@ class ExperimentSnapshot(snapshot.Snapshot):
                 log_level=s.get("log_level", "INFO"), max_retries=s.get("max_retries", 0),
                 timeout=s.get("timeout"), checkpoint_interval=s.get("checkpoint_interval"), base_dir=base_dir,
                 max_parallel=s.get("max_parallel"), retry_on=s.get("retry_on", checks.RETRY_ON),
+                metric_patterns=s.get("metric_patterns"),
             )  # fmt: skip
         except ConfigError as exc:
             raise ConfigError(f"cannot reproduce {self._source()}: {exc}") from None

@@ -110,13 +110,15 @@ def run_attached(engine: Engine, *, tail_logs: bool, on_interrupt: str) -> State
         if on_interrupt == "detach":
             driver.release()
             pid = start_supervisor(engine.store, engine.experiment_id)
-            observer.say(f"detached: a supervisor (pid {pid}) drives {engine.experiment_id} on")
+            message = f"detached: a supervisor (pid {pid}) drives {engine.experiment_id} on"
         else:
             driver.cancel_all("cancelled (interrupted)")
-            observer.say(f"interrupted: cancelled the tasks of {engine.experiment_id} that had not ended")
+            message = f"interrupted: cancelled the tasks of {engine.experiment_id} that had not ended"
+        observer.interrupted(list(driver.tasks.values()), message)  # (the last view shows them as left)
         _quiet(interrupt)
         raise
     finally:
+        observer.close()
         driver.release()
 
 

@@ -446,6 +446,7 @@ def snapshot_fields(engine: Engine) -> dict[str, Any]:
             "checkpoint_interval": settings.checkpoint_interval,
             "max_parallel": settings.max_parallel,
             "retry_on": settings.retry_kinds,
+            "metric_patterns": settings.metric_patterns,
         },
         "tasks": tasks,
         "environment": {

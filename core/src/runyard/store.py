@@ -39,6 +39,7 @@ from runyard.states import (
     State,
     Transition,
     check_transition,
+    experiment_state,
 )  # fmt: skip
 
 DB_NAME = "runyard.db"
@@ -108,6 +109,12 @@ def _maybe_strings(value: Any) -> list[str] | None:
     return None if value is None else _strings(value)
 
 
+def _maybe_patterns(value: Any) -> dict[str, str] | None:
+    if value is None or (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
+        return value
+    raise _Bad(f"{_short(value)} is not an object of metric name -> regex")
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -154,6 +161,7 @@ class Settings:
     python_path: list[str] = attrs.field(factory=list, metadata=_codec(_strings))
     max_parallel: int | None = attrs.field(default=None, metadata=_codec(_MAYBE_INT))
     retry_on: list[str] | None = attrs.field(default=None, metadata=_codec(_maybe_strings))
+    metric_patterns: dict[str, str] | None = attrs.field(default=None, metadata=_codec(_maybe_patterns))
     extra: dict[str, Any] = attrs.field(factory=dict)
 
     @property
@@ -933,10 +941,22 @@ class Store:
 
     def mark_ended(self, experiment_id: str, ended: bool) -> None:
         with self.write() as db:
+            self._ended_event(db, experiment_id, ended)
             db.execute(
                 "UPDATE experiments SET ended_at = ? WHERE id = ?",
                 (time.time() if ended else None, experiment_id),
             )
+
+    def _ended_event(self, db: sqlite3.Connection, experiment_id: str, ended: bool) -> None:
+        """An ``ended`` event (with the experiment's state) when it ends, a ``reopened`` one
+        when a retry runs tasks of an ended experiment again (``Experiment.events``)."""
+        row = db.execute("SELECT ended_at FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+        if row is None or (row[0] is None) != ended:
+            return
+        states = db.execute("SELECT status FROM tasks WHERE experiment_id = ?", (experiment_id,)).fetchall()
+        with contextlib.suppress(ValueError):
+            state = experiment_state([State(s) for (s,) in states]).value
+            self._event(db, experiment_id, None, "ended" if ended else "reopened", {"state": state})
 
     def set_paths(self, experiment_id: str, main_path: str | None, python_path: list[str] | None) -> None:
         """Where task processes import targets from (a reproduced experiment keeps the original's)."""
@@ -1278,6 +1298,7 @@ class Store:
         cleared = {"reason": None, "exit_code": None, "job_id": None, "handle": None, "start_time": None,
                    "end_time": None, "failure": None, "clock_start": time.time()}  # fmt: skip
         with self.write() as db:
+            self._ended_event(db, experiment_id, False)
             for task_id in task_ids:
                 self._transition(db, experiment_id, task_id, Event.RETRY, to, sources, None, cleared, {})
             db.execute("UPDATE experiments SET ended_at = NULL WHERE id = ?", (experiment_id,))

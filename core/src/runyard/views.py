@@ -97,3 +97,78 @@ class ConfigVersion:
     config: Any
     description: str | None
     created_at: dt.datetime
+
+
+# the experiment's own events in the store, as state changes: kind -> (from, to)
+_EXPERIMENT_EVENTS = {
+    "created": (None, "CREATED"),
+    "launched": ("CREATED", "RUNNING"),
+    "ended": ("RUNNING", None),  # to: the state the event records
+    "reopened": (None, "RUNNING"),  # from: the state it had ended in
+}
+
+
+@attrs.frozen
+class EventView:
+    """One state change (``Experiment.events``): of a task (its ``attempt`` and the transition's
+    ``event``, e.g. ``"rerun"``), or of the experiment itself (``task_id`` and ``attempt`` None;
+    ``event`` ``created``, ``launched``, ``ended`` or ``reopened``: ``CREATED`` -> ``RUNNING``
+    -> its final state, and back to ``RUNNING`` when a retry runs tasks again). ``seq`` orders
+    the events of an experiment."""
+
+    seq: int
+    timestamp: dt.datetime
+    task_id: str | None
+    attempt: int | None
+    from_state: str | None
+    to_state: str | None
+    reason: str | None
+    event: str
+
+    @classmethod
+    def of(cls, row: tuple[int, str | None, float, str, Any]) -> EventView | None:
+        """The view of a store events row (``Store.events``); None for one that is not a state
+        change (a driver's start, say) or that a damaged store left without its fields."""
+        seq, task_id, ts, kind, data = row
+        data = data if isinstance(data, dict) else {}
+        try:
+            when = timestamp(ts)
+        except (TypeError, ValueError, OverflowError, OSError):
+            when = None
+        if when is None:
+            return None
+        if task_id is None:
+            if kind not in _EXPERIMENT_EVENTS:
+                return None
+            before, after = _EXPERIMENT_EVENTS[kind]
+            state = data.get("state") if isinstance(data.get("state"), str) else None
+            reason = _text(data.get("reason"))
+            if kind == "launched":  # its options: `detach`, `sequential`, ...
+                reason = ", ".join(k for k, v in data.items() if v is True) or None
+            return cls(seq, when, None, None, before or state, after or state, reason, kind)
+        if kind != "state":
+            return None
+        attempt = data.get("attempt")
+        return cls(
+            seq, when, task_id, attempt if type(attempt) is int else None, _state(data.get("from")),
+            _state(data.get("to")), _text(data.get("reason")), _text(data.get("event")) or "",
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as JSON values (``timestamp`` ISO 8601 with its zone)."""
+        out = attrs.asdict(self)
+        out["timestamp"] = self.timestamp.isoformat()
+        for key in ("from_state", "to_state"):
+            out[key] = None if out[key] is None else str(out[key])
+        return out
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _state(value: Any) -> str | None:
+    try:
+        return State(value)
+    except ValueError:
+        return _text(value)
