@@ -9,7 +9,6 @@ its logs do. Parsing is fast because each pattern runs over the whole journal at
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import datetime as dt
 import functools
@@ -41,15 +40,6 @@ DEFAULT_PATTERNS = {name: rf"(?<![\w.-]){name}[ \t]*[:=][ \t]*({NUMBER})" for na
 # first of these words there is, in this order, as a word of its own), else a tqdm bar's `| 6/12 [`
 _STEP_WORDS = ("step", "iter", "batch", "epoch")
 _AFTER_WORD = re.compile(r"(?:ation)?s?[ \t]*[:=#]?[ \t]*(\d+)")
-# each step word as a word of its own (not in `substep`, `my_step`, `pre-step`) and its number,
-# literal first (a fast scan), for lowered text and, where lowering changes lengths, as it is
-_STEP_REGEXES = [
-    (
-        re.compile(rf"{w}(?<![\w-]{w}){_AFTER_WORD.pattern}"),
-        re.compile(rf"{w}(?<![\w-]{w}){_AFTER_WORD.pattern}", re.I),
-    )
-    for w in _STEP_WORDS
-]
 _TQDM = re.compile(r"\|[ \t]*(\d+)/\d+[ \t]*\[")
 _LOWER_IS_BETTER = ("loss", "error", "perplexity", "mse")
 Source = Literal["logged", "parsed"]
@@ -139,41 +129,11 @@ def logged_points(data: bytes, attempt: int) -> list[MetricPoint]:
     return points
 
 
-class _StepIndex:
-    """Where the step words of a whole journal are, each with its number, found in one scan of
-    the text per word (a piece of a line then finds its step with one bisection, not a search):
-    the positions of the occurrences that are words of their own followed by a number (as
-    :func:`_step_of` takes them), in the order of the text, with the word's rank in order of
-    preference and the number."""
-
-    __slots__ = ("numbers", "ranks", "starts")
-
-    def __init__(self, text: str) -> None:
-        low = text.lower()
-        same = len(low) == len(text)  # (lowering may lengthen a few characters: then search as is)
-        found: list[tuple[int, int, int]] = []
-        for rank, (exact, folded) in enumerate(_STEP_REGEXES):
-            found += [
-                (m.start(), rank, int(m[1])) for m in (exact.finditer(low) if same else folded.finditer(text))
-            ]
-        found.sort()
-        self.starts = [f[0] for f in found]
-        self.ranks = [f[1] for f in found]
-        self.numbers = [f[2] for f in found]
-
-    def step(self, text: str, piece: int, piece_end: int) -> int | None:
-        """The step of the piece ``text[piece:piece_end]`` of a line: the first number of the
-        most preferred word in it, else its tqdm counter, else None."""
-        starts = self.starts
-        i = bisect.bisect_left(starts, piece)
-        if i == len(starts) or starts[i] >= piece_end:
-            return _tqdm_step(text[piece:piece_end])
-        best, j, ranks = i, i + 1, self.ranks
-        while j < len(starts) and starts[j] < piece_end:  # (another word in the piece: the best)
-            if ranks[j] < ranks[best]:
-                best = j
-            j += 1
-        return self.numbers[best]
+def _step_words_in(line: str) -> tuple[str, ...]:
+    """The step words that ``line`` holds anywhere, in order of preference (looked for once per
+    line: the many pieces of a progress bar's line then look only for those)."""
+    low = line.lower()
+    return tuple(word for word in _STEP_WORDS if word in low)
 
 
 def _tqdm_step(piece: str) -> int | None:
@@ -182,12 +142,12 @@ def _tqdm_step(piece: str) -> int | None:
     return int(m[1]) if m else None
 
 
-def _step_of(piece: str) -> int | None:
+def _step_of(piece: str, words: tuple[str, ...] = _STEP_WORDS) -> int | None:
     """The step a piece of a line gives: the first number after the most preferred step word
     in it (``_STEP_WORDS``: step, then iter..., any case, a word of its own), else a tqdm
-    counter; None."""
+    counter; None. ``words``: the step words the piece may hold (those of its line)."""
     low = piece.lower()
-    for word in _STEP_WORDS:
+    for word in words:
         at = low.find(word)
         while at >= 0:
             before = low[at - 1] if at else " "
@@ -323,9 +283,8 @@ class MetricParser:
             text = text[: text.rfind("\n") + 1]
         found: list[tuple[list[int], list[MetricPoint]]] = []
         with _gc_paused():
-            index: list[_StepIndex] = []
             for name, pattern in self.patterns.items():
-                positions, points = self._parse_one(text, name, pattern, attempt, index)
+                positions, points = self._parse_one(text, name, pattern, attempt)
                 if points:
                     found.append((positions, points))
             if len(found) < 2:
@@ -337,7 +296,7 @@ class MetricParser:
 
     @staticmethod
     def _parse_one(
-        text: str, name: str, pattern: _Pattern, attempt: int, index: list[_StepIndex]
+        text: str, name: str, pattern: _Pattern, attempt: int
     ) -> tuple[list[int], list[MetricPoint]]:
         """The points of one pattern, and where in ``text`` each was found. The line and the piece
         of line of a match are looked at only when it is not in those of the match before."""
@@ -348,22 +307,19 @@ class MetricParser:
         body = line_end = piece = piece_end = -1
         when: dt.datetime | None = None
         step: int | None = None
-        steps: _StepIndex | None = None  # where the step words are (made at the first match)
+        words: tuple[str, ...] = ()  # the step words of the line (none: only a tqdm counter can say)
         for m in pattern.matches(text):
             start, end = m.span()
             if not piece <= start < piece_end:
                 if not body <= start < line_end:
                     when, body, line_end = _line_of(text, start)
+                    words = _step_words_in(text[body:line_end])
                 if when is None or start < body:
                     continue  # not a journal line, or in its stamp
                 # the piece of line (between two \r) that holds it (_piece_of, inline)
                 stop = find("\r", start, line_end)
                 piece, piece_end = rfind("\r", body, start) + 1 or body, line_end if stop < 0 else stop
-                if steps is None:  # (one for every pattern: ``index`` holds it once made)
-                    if not index:
-                        index.append(_StepIndex(text))
-                    steps = index[0]
-                step = steps.step(text, piece, piece_end)
+                step = _step_of(text[piece:piece_end], words) if words else _tqdm_step(text[piece:piece_end])
             if end > piece_end:  # across lines or a progress bar's updates: rare (`\\s*`)
                 for pos, crossed in _within(text, start, end, name, pattern.regex, attempt):
                     position(pos)
