@@ -44,6 +44,14 @@ SUBMIT_TARGET = 5.0
 POLL_TARGET = 0.3
 
 
+def _wait_for_job_ids(exp: Any) -> None:
+    """Until every task of a detached experiment has its Slurm job id (at most 120 s)."""
+    deadline = time.monotonic() + 120
+    while not all(r.job_id for r in exp.store.tasks(exp.experiment_id)):
+        assert time.monotonic() < deadline, "tasks still without a Slurm job id after 120 s"
+        time.sleep(0.05)
+
+
 def facts() -> dict[str, str]:
     """The test bed's facts, from the environment or $RUNYARD_INFRA_DIR/env.sh."""
     path = os.path.join(os.environ.get("RUNYARD_INFRA_DIR", "/tmp/runyard-infra"), "env.sh")
@@ -171,10 +179,7 @@ def bench_cancel(f: dict[str, str], job_dir: str) -> dict[str, Any]:
     for _ in range(N):
         exp.add(run.Script(inline="sleep 1"), executor=executor)
     exp.run(detach=True)
-    deadline = time.monotonic() + 120
-    while not all(r.job_id for r in exp.store.tasks(exp.experiment_id)):
-        assert time.monotonic() < deadline, "tasks still without a Slurm job id after 120 s"
-        time.sleep(0.05)
+    _wait_for_job_ids(exp)
     session = session_for(executor.tunnel)
     commands = session.commands
     t = time.perf_counter()
@@ -363,10 +368,7 @@ def bench_unreachable(f: dict[str, str], job_dir: str) -> dict[str, Any]:
     for _ in range(10):
         exp.add(run.Script(inline="sleep 600"), executor=executor)
     exp.run(detach=True)
-    deadline = time.monotonic() + 120
-    while not all(r.job_id for r in exp.store.tasks(exp.experiment_id)):
-        assert time.monotonic() < deadline, "tasks still without a Slurm job id after 120 s"
-        time.sleep(0.05)
+    _wait_for_job_ids(exp)
     result: dict[str, Any] = {}
     refs = [JobRef(r.experiment_id, r.id, r.attempts, exp.directory, executor, r.job_id or "", r.handle)
             for r in exp.store.tasks(exp.experiment_id)]  # fmt: skip

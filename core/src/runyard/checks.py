@@ -12,9 +12,7 @@ from runyard import naming, serialization
 from runyard.config import Config, Partial, Script, target_name
 from runyard.errors import ConfigError
 from runyard.executor import Executor
-from runyard.states import RETRY_ON, RETRYABLE
-
-__all__ = ["RETRY_ON"]  # (Experiment's default)
+from runyard.states import RETRYABLE
 
 
 def check_number(

@@ -27,7 +27,7 @@ from runyard.jobfiles import utc
 from runyard.logs import LogEntry, TaskLogs
 from runyard.metrics import MetricParser, MetricPoint, parser_for
 from runyard.registries import Plugin
-from runyard.states import FINAL_STATES, State, experiment_state
+from runyard.states import FINAL_STATES, RETRY_ON, State, experiment_state
 from runyard.store import ExperimentRecord, Settings, Store, open_store
 from runyard.views import AttemptView, ConfigVersion, EventView, TaskView
 
@@ -58,7 +58,7 @@ class Experiment:
         checkpoint_interval: float | None = None,
         base_dir: str | None = None,
         max_parallel: int | None = None,
-        retry_on: Sequence[str] = checks.RETRY_ON,
+        retry_on: Sequence[str] = RETRY_ON,
         metric_patterns: dict[str, str] | None = None,
     ) -> None:
         naming.check_name(title, "experiment title")
@@ -437,7 +437,7 @@ class ExperimentSnapshot(snapshot.Snapshot):
                 self.title, description=self.description, tags=self.tags, metadata=self.metadata,
                 log_level=s.get("log_level", "INFO"), max_retries=s.get("max_retries", 0),
                 timeout=s.get("timeout"), checkpoint_interval=s.get("checkpoint_interval"), base_dir=base_dir,
-                max_parallel=s.get("max_parallel"), retry_on=s.get("retry_on", checks.RETRY_ON),
+                max_parallel=s.get("max_parallel"), retry_on=s.get("retry_on", RETRY_ON),
                 metric_patterns=s.get("metric_patterns"),
             )  # fmt: skip
         except ConfigError as exc:

@@ -679,10 +679,10 @@ class Runner:
                     f.write("%.3f\n" % time.time())
             except OSError:
                 pass
+        if signum in ESCALATED and not self.cancelled:  # (noted before it is passed on: a rank
+            self.cancelled, self.cancelled_at = signum, time.time()  # that ends of it ends after)
         self._killpg(signum)
         if signum in ESCALATED:
-            if not self.cancelled:
-                self.cancelled, self.cancelled_at = signum, time.time()
             self._escalate()
 
     def _escalate(self) -> None:

@@ -90,7 +90,7 @@ class Driver:
         self._throttling: dict[str, bool] = {}  # task id -> whether its backend throttles_groups
         self._any_throttles: bool | None = None  # see _some_throttle
         self._dependents: dict[str, list[str]] | None = None  # see _maybe_changed_reasons
-        self._unseen: set[str] = set()  # tasks read from the store since _ready last looked at them
+        self._unseen: set[str] = set()  # PENDING tasks read from the store since _ready last looked at them
         self._pending_order: list[str] | None = None  # see _pending_ids
         self._stopped = threading.Event()
         raise_fd_limit()
@@ -257,15 +257,17 @@ class Driver:
             self.tasks[task_id] = task
             self._rev = max(self._rev, task.rev)
             self._changed.add(task_id)
-            self._unseen.add(task_id)
             self._reasons.pop(task_id, None)  # (its reason is what the change wrote)
             if status is State.PENDING:
+                self._unseen.add(task_id)
                 if task_id not in self._pending:
                     self._pending.add(task_id)
                     self._pending_order = None
-            elif task_id in self._pending:
-                self._pending.discard(task_id)
-                self._pending_order = None
+            else:
+                self._unseen.discard(task_id)
+                if task_id in self._pending:
+                    self._pending.discard(task_id)
+                    self._pending_order = None
             if status in _LIVE:
                 self._live[task_id] = None
             else:

@@ -429,6 +429,7 @@ class DockerBackend(Backend):
         code: int | None = None
         program, image = "", ""
         why = "the container ended"
+        oom = False  # the engine says a process of it was killed for memory (OOMKilled)
         finished: float | None = None
         with self._engine(f"cannot inspect container {job.job_id}"):
             try:
@@ -442,7 +443,8 @@ class DockerBackend(Backend):
             program = (info["Config"].get("Cmd") or [""])[0]
             image = info["Config"].get("Image") or ""
             why = f"the container exited with code {code}"
-            if state.get("OOMKilled"):
+            oom = bool(state.get("OOMKilled"))
+            if oom:
                 why += " (out of memory)"
             if state.get("Error"):
                 why += f": {state['Error']}"
@@ -463,7 +465,7 @@ class DockerBackend(Backend):
             reason = f"lost: {why} before the runner wrote a result{said}"
         status = status_of_ended_job(None, reason)
         status.exit_code = code
-        if "(out of memory)" in why:
+        if oom:
             status.failure = "oom"
         return self._daemon_stopped(status, code) if killed else status
 
