@@ -126,6 +126,51 @@ def test_a_paused_task_can_be_cancelled(start: Start, client: Any) -> None:
     until(lambda: not containers_of(client, exp.experiment_id), "the container to be removed")
 
 
+def freeze_fails(monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
+    """Make the engine's pause fail ``times`` times as runc does when the kernel cannot
+    finish freezing the container (a real engine cannot be made to do this on cue); returns
+    the ids of every pause asked for."""
+    import docker.api.client
+    import docker.errors
+
+    real = docker.api.client.APIClient.pause
+    asked: list[str] = []
+
+    def pause(api: Any, container: str) -> None:
+        asked.append(container)
+        if len(asked) <= times:
+            raise docker.errors.APIError(
+                "500 Server Error", explanation="OCI runtime pause failed: unable to freeze: unknown"
+            )
+        real(api, container)
+
+    monkeypatch.setattr(docker.api.client.APIClient, "pause", pause)
+    return asked
+
+
+def test_a_pause_the_kernel_could_not_finish_is_tried_again(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp, container = start(run.Config(taskdefs.sleep_then_print, 60))
+    asked = freeze_fails(monkeypatch, times=2)
+    exp.pause("t")
+    container.reload()
+    assert (len(asked), task(exp, "t").status, container.status) == (3, "PAUSED", "paused")
+    exp.cancel("t")
+
+
+def test_a_pause_that_never_freezes_says_so_and_the_task_runs_on(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp, container = start(run.Config(taskdefs.sleep_then_print, 60))
+    freeze_fails(monkeypatch, times=100)
+    with pytest.raises(run.BackendError, match=r"cannot pause task container .*unable to freeze"):
+        exp.pause("t")
+    container.reload()
+    assert (task(exp, "t").status, container.status) == ("RUNNING", "running")
+    exp.cancel("t")
+
+
 # ----------------------------------------------------------------------------- logs
 def test_stream_logs_follows_a_running_container_to_its_end(start: Start) -> None:
     exp, _ = start(run.Config(taskdefs.print_lines, 20, delay=0.05))

@@ -597,17 +597,30 @@ class DockerBackend(Backend):
     def _resume(self, job: JobRef) -> None:
         self._control(job, "unpause")
 
+    #: Waits between tries of a pause the kernel could not finish ("unable to freeze": runc
+    #: gives up when a process of the container is busy in the kernel, e.g. in a fork, and
+    #: thaws the container again, so trying again is safe).
+    FREEZE_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
     def _control(self, job: JobRef, action: str) -> None:
         import docker.errors
 
         client = self.client()
         container_id = str(job.handle.get("container") or job.job_id)
         verb = "pause" if action == "pause" else "resume"
+        waits = iter(self.FREEZE_RETRIES if action == "pause" else ())
         with self._engine(f"cannot {verb} task container {job.job_id}"):
-            try:
-                getattr(client.api, action)(container_id)
-            except docker.errors.NotFound:
-                raise BackendError(f"task container {job.job_id} is gone: nothing to {verb}") from None
+            while True:
+                try:
+                    getattr(client.api, action)(container_id)
+                    return
+                except docker.errors.NotFound:
+                    raise BackendError(f"task container {job.job_id} is gone: nothing to {verb}") from None
+                except docker.errors.APIError as exc:
+                    wait = next(waits, None)
+                    if wait is None or "unable to freeze" not in str(exc.explanation or exc):
+                        raise
+                    time.sleep(wait)
 
     # --- waiting, dry run, closing ----------------------------------------------------------
     def wakeup_fds(self, jobs: Sequence[JobRef]) -> list[int]:
