@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # pids.sh - PID-file helpers shared by start-services.sh and stop-services.sh (sourced, not run)
 
 # pid_alive PIDFILE EXE_BASENAME: the PID file's process exists, is no zombie, and runs that executable
@@ -33,4 +34,27 @@ stop_pidfile() {
   fi
   pid_gone "$pid" || { "$say" "$exe: pid $pid did not exit"; return 1; }
   rm -f "$pidfile"
+}
+
+# proc_tree PID... : those processes, every process in a session of one of them (except this shell's own
+# session), and every descendant of all these, one PID a line; zombies left out (they have exited). For daemons
+# without PID files of their own, e.g. a Ray head's dozens of processes (infra/ray-head.sh). A session's ID
+# cannot be reused while a process of it is alive, so a session reached through a live PID is that PID's.
+proc_tree() {
+  # /proc/PID/stat: "PID (COMM) STATE PPID PGRP SID ..."; COMM may hold spaces and ')' (cat goes on past a
+  # process that has just exited, and fails then, awk would stop)
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v seeds="$*" -v self=$$ '
+    {
+      i = length($0); while (i > 0 && substr($0, i, 1) != ")") i--
+      split(substr($0, i + 2), f, " ")
+      pid = $1 + 0; state[pid] = f[1]; ppid[pid] = f[2] + 0; sid[pid] = f[4] + 0
+    }
+    END {
+      n = split(seeds, s, /[^0-9]+/)
+      for (k = 1; k <= n; k++) if (s[k] != "" && ((s[k] + 0) in state)) { p = s[k] + 0; mine[p] = 1; sids[sid[p]] = 1 }
+      delete sids[0]; delete sids[1]; if (self in sid) delete sids[sid[self]]
+      for (p in state) if (sid[p] in sids) mine[p] = 1
+      do { grew = 0; for (p in state) if (!(p in mine) && (ppid[p] in mine)) { mine[p] = 1; grew = 1 } } while (grew)
+      for (p in mine) if (p + 0 > 1 && p + 0 != self && state[p] != "Z") print p
+    }'
 }

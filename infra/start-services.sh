@@ -12,6 +12,11 @@
 #           Only tests use it (python= of a task); it is never one of runyard's dependencies.
 #   chromium  Debian's chromium (headless; installed without recommends): the report tests render runyard's
 #           HTML report in it. Nothing runs in the background: each test starts its own browser.
+#   ray     one Ray head (Ray 2.60.0 from a venv of its own under the state dir, ray[default] installed with pip,
+#           never one of runyard's dependencies) for tests that run Ray Jobs: its Jobs API at
+#           http://127.0.0.1:28265, every port fixed (infra/ray-head.sh: port base +0..+10, workers +20..+99),
+#           all on 127.0.0.1, 4 CPUs, no GPU, usage stats off; a job's entrypoint finds the venv's python3 first
+#           on its PATH. Started and stopped by infra/ray-head.sh, by its processes' PIDs: never `ray stop`.
 # Idempotent: installs only missing packages, starts only what is not running, rewrites a config only when
 # its content changes (and then restarts that daemon).  On success it writes shell-sourceable facts to
 # $STATE/env.sh; on failure it exits non-zero with a message and removes env.sh.
@@ -19,22 +24,25 @@
 #
 # Settings (environment, all optional):
 #   RUNYARD_INFRA_DIR         /tmp/runyard-infra    state dir: configs, keys, logs, PID files, Slurm state, DB
-#   RUNYARD_INFRA_COMPONENTS  "ssh slurm docker torch chromium"   what to start; an empty string starts nothing
+#   RUNYARD_INFRA_COMPONENTS  "ssh slurm docker torch chromium ray"   what to start; an empty string starts nothing
 #   RUNYARD_INFRA_SSH_PORT    2222
 #   RUNYARD_INFRA_SLURMCTLD_PORT / _SLURMD_PORT / _SLURMDBD_PORT / _MYSQL_PORT    6817 / 6818 / 6819 / 3307
 #   RUNYARD_INFRA_SLURMD2_PORT  6820                slurmd of node2 (node1's is _SLURMD_PORT)
 #   RUNYARD_INFRA_TORCH_PYTHON  python3             the Python the torch venv is made from (3.11: the wheel on disk)
 #   RUNYARD_INFRA_DOCKER_IMAGE  runyard-test/python:3.11
-#   RUNYARD_INFRA_VERIFY      1                     end with smoke tests (sbatch over ssh; docker run)
+#   RUNYARD_INFRA_RAY_PYTHON    python3             the Python the ray venv is made from (3.10 or later)
+#   RUNYARD_INFRA_RAY_PORT_BASE 28265               the Ray head's dashboard (Jobs API); its other ports follow it
+#   RUNYARD_INFRA_VERIFY      1                     end with smoke tests (sbatch over ssh; docker run; a Ray job)
 #   RUNYARD_INFRA_DEBIAN_MIRROR  first URIs: of /etc/apt/sources.list.d/debian.sources, else deb.debian.org
 set -Eeuo pipefail
 umask 022
+INFRA=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=infra/pids.sh
-source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
+source "$INFRA/pids.sh"
 cd /   # daemons inherit the cwd: never pin a checkout or a temp dir
 
 S=${RUNYARD_INFRA_DIR:-/tmp/runyard-infra}
-COMPONENTS=${RUNYARD_INFRA_COMPONENTS-ssh slurm docker torch chromium}
+COMPONENTS=${RUNYARD_INFRA_COMPONENTS-ssh slurm docker torch chromium ray}
 SSH_HOST=127.0.0.1
 SSH_PORT=${RUNYARD_INFRA_SSH_PORT:-2222}
 SSH_USER=root
@@ -51,6 +59,10 @@ SLURMD2_PORT=${RUNYARD_INFRA_SLURMD2_PORT:-6820}
 SLURMD_PORTS=("$SLURMD_PORT" "$SLURMD2_PORT")
 TORCH_PYTHON_BASE=${RUNYARD_INFRA_TORCH_PYTHON:-python3}
 TORCH_REQUIREMENTS=(torch==2.13.0 numpy)
+RAY_PYTHON_BASE=${RUNYARD_INFRA_RAY_PYTHON:-python3}
+RAY_VERSION=2.60.0
+RAY_REQUIREMENTS=("ray[default]==$RAY_VERSION")
+RAY_PORT_BASE=${RUNYARD_INFRA_RAY_PORT_BASE:-28265}
 SLURMDBD_PORT=${RUNYARD_INFRA_SLURMDBD_PORT:-6819}
 MYSQL_PORT=${RUNYARD_INFRA_MYSQL_PORT:-3307}
 DOCKER_SOCK=/var/run/docker.sock
@@ -155,8 +167,8 @@ apt_install() {  # PKG... : install the missing ones, without recommends, withou
 
 # ------------------------------------------------------------------------------------------------ preflight
 for c in $COMPONENTS; do
-  [[ $c == ssh || $c == slurm || $c == docker || $c == torch || $c == chromium ]] \
-    || die "unknown component '$c' in RUNYARD_INFRA_COMPONENTS (known: ssh slurm docker torch chromium)"
+  [[ $c == ssh || $c == slurm || $c == docker || $c == torch || $c == chromium || $c == ray ]] \
+    || die "unknown component '$c' in RUNYARD_INFRA_COMPONENTS (known: ssh slurm docker torch chromium ray)"
 done
 [[ $S == /* ]] || die "RUNYARD_INFRA_DIR must be an absolute path (got '$S')"
 if [[ -n ${COMPONENTS// /} ]]; then
@@ -548,16 +560,22 @@ for r in sys.argv[1:]:
     assert m.version(name).split("+")[0] == version if version else m.version(name)' "${TORCH_REQUIREMENTS[@]}" \
     >/dev/null 2>&1 && [[ -e ${1%/bin/python}/.runyard-proven ]]
 }
+# venv_base PYTHON SETTING WHAT: sets VENV_BASE to the absolute path of PYTHON, able to make a venv with pip
+# (Debian's python3 may need python3-venv first)
+VENV_BASE=""
+venv_base() {
+  VENV_BASE=$(command -v "$1") || die "no $1 on PATH for the $3 ($2)"
+  if ! "$VENV_BASE" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    [[ $VENV_BASE == /usr/bin/* ]] || die "$VENV_BASE cannot make a venv with pip (it has no venv or ensurepip module)"
+    apt_install python3-venv
+  fi
+}
 start_torch() {
   local d=$S/torch base
   TORCH_T0=$(now)
   TORCH_PYTHON=$d/venv/bin/python
   if [[ -x $TORCH_PYTHON ]] && torch_installed "$TORCH_PYTHON"; then return; fi
-  base=$(command -v "$TORCH_PYTHON_BASE") || die "no $TORCH_PYTHON_BASE on PATH for the torch venv (RUNYARD_INFRA_TORCH_PYTHON)"
-  if ! "$base" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    [[ $base == /usr/bin/* ]] || die "$base cannot make a venv with pip (it has no venv or ensurepip module)"
-    apt_install python3-venv
-  fi
+  venv_base "$TORCH_PYTHON_BASE" RUNYARD_INFRA_TORCH_PYTHON "torch venv"; base=$VENV_BASE
   mkdir -p "$d"; rm -rf "$d/venv"
   log "making the torch venv $d/venv from $base: pip install ${TORCH_REQUIREMENTS[*]} (in the background)"
   { "$base" -m venv "$d/venv" && "$d/venv/bin/python" -m pip install -q "${TORCH_REQUIREMENTS[@]}"; } \
@@ -593,13 +611,57 @@ start_chromium() {
   timing chromium "$t0" "$note ($("$CHROMIUM" --version 2>/dev/null | head -n 1))"
 }
 
+# =================================================================================== 6. the Ray head
+# A venv of its own, made with pip like the torch venv (in the background, beside Docker and the torch venv), then
+# one head started by infra/ray-head.sh, which also finds its processes again (by a marker in their environment
+# and their session) to reuse or stop them: `ray stop` would kill every Ray process on the machine.
+RAY_PYTHON="" RAY_T0="" RAY_PID=""
+ray_installed() {  # PYTHON: ray of RAY_VERSION, in a venv proven when it was made (importing ray takes seconds)
+  "$1" -c 'import importlib.metadata as m, sys; assert m.version("ray") == sys.argv[1]' "$RAY_VERSION" \
+    >/dev/null 2>&1 && [[ -e ${1%/bin/python}/.runyard-proven ]]
+}
+start_ray_venv() {
+  local d=$S/ray base
+  RAY_T0=$(now)
+  RAY_PYTHON=$d/venv/bin/python
+  if [[ -x $RAY_PYTHON ]] && ray_installed "$RAY_PYTHON"; then return; fi
+  venv_base "$RAY_PYTHON_BASE" RUNYARD_INFRA_RAY_PYTHON "ray venv"; base=$VENV_BASE
+  "$base" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null \
+    || die "$base is Python $("$base" -c 'import sys; print(sys.version.split()[0])'): Ray $RAY_VERSION needs 3.10 or later (RUNYARD_INFRA_RAY_PYTHON)"
+  # a head still running from the old venv goes with it
+  [[ -d $d/venv ]] && { bash "$INFRA/ray-head.sh" stop "$d" 9>&- || die "the Ray head of the old venv did not stop"; }
+  mkdir -p "$d"; rm -rf "$d/venv"
+  log "making the ray venv $d/venv from $base: pip install ${RAY_REQUIREMENTS[*]} (in the background)"
+  { "$base" -m venv "$d/venv" && "$d/venv/bin/python" -m pip install -q "${RAY_REQUIREMENTS[@]}"; } \
+    >>"$S/logs/ray.log" 2>&1 9>&- &
+  RAY_PID=$!
+}
+finish_ray() {
+  local note=cached out t0
+  if [[ -n $RAY_PID ]]; then
+    wait "$RAY_PID" || { tail -n 20 "$S/logs/ray.log" >&2; die "the ray venv: venv or pip install ${RAY_REQUIREMENTS[*]} failed, see $S/logs/ray.log"; }
+    "$RAY_PYTHON" -c 'import ray, ray.dashboard, ray.job_submission' >>"$S/logs/ray.log" 2>&1 \
+      || { tail -n 20 "$S/logs/ray.log" >&2; die "the ray venv $S/ray/venv does not import ray, ray.dashboard and ray.job_submission (log: $S/logs/ray.log)"; }
+    touch "$S/ray/venv/.runyard-proven"
+    note=installed
+  fi
+  timing ray "$RAY_T0" "$note (ray $("$RAY_PYTHON" -c 'import importlib.metadata as m; print(m.version("ray"))'))"
+  t0=$(now)
+  out=$(bash "$INFRA/ray-head.sh" start "$S/ray" "$RAY_PORT_BASE" 9>&-) || die "the Ray head did not start (see above; logs: $S/ray/head.log, $S/ray/temp/session_latest/logs)"
+  printf '%s\n' "$out"
+  if [[ $out == *"already running"* ]]; then note="already running"; else note=started; fi
+  timing ray-head "$t0" "$note, Jobs API at http://127.0.0.1:$RAY_PORT_BASE"
+}
+
 # ==================================================================================================== main
-REMOTE_PYTHON="" IMAGE_PY=""
+REMOTE_PYTHON="" IMAGE_PY="" RAY_JOB_PY=""
 has ssh && start_ssh
 has slurm && start_slurm
 has torch && start_torch
+has ray && start_ray_venv
 has docker && start_docker
 has torch && finish_torch
+has ray && finish_ray
 has chromium && start_chromium
 
 if [[ $VERIFY == 1 && -n ${COMPONENTS// /} ]]; then
@@ -609,6 +671,34 @@ if [[ $VERIFY == 1 && -n ${COMPONENTS// /} ]]; then
     docker run --rm "$DOCKER_IMAGE" python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' \
       >"$S/verify/docker.out" 2>&1 9>&- &
     docker_smoke=$!
+  fi
+  if has ray; then   # a job through the Jobs API (REST, as runyard will), in the background too
+    "$RAY_PYTHON" - "http://127.0.0.1:$RAY_PORT_BASE/api/jobs/" >"$S/verify/ray.out" 2>&1 9>&- <<'PYEOF' &
+import json, sys, time, urllib.request
+
+jobs = sys.argv[1]
+entrypoint = """python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])'"""
+submit = urllib.request.Request(
+    jobs, json.dumps({"entrypoint": entrypoint}).encode(), {"Content-Type": "application/json"}
+)
+with urllib.request.urlopen(submit, timeout=30) as r:
+    job_id = json.load(r)["submission_id"]
+deadline = time.monotonic() + 120
+while True:
+    with urllib.request.urlopen(jobs + job_id, timeout=30) as r:
+        job = json.load(r)
+    if job["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"Ray job {job_id} is still {job['status']} after 120 s")
+    time.sleep(0.2)
+with urllib.request.urlopen(jobs + job_id + "/logs", timeout=30) as r:
+    logs = json.load(r)["logs"]
+if job["status"] != "SUCCEEDED":
+    sys.exit(f"Ray job {job_id} ended {job['status']}: {job.get('message')}\n{logs}")
+print(job_id, logs.split()[-1])
+PYEOF
+    ray_smoke=$!
   fi
   if has slurm; then
     # submit a job and poll it to COMPLETED (over ssh when ssh is up: that is how the plugin will do it)
@@ -638,6 +728,14 @@ EOF
     wait "$docker_smoke" || die "smoke test: docker run $DOCKER_IMAGE python3 failed: $(cat "$S/verify/docker.out")"
     IMAGE_PY=$(cat "$S/verify/docker.out")
     log "smoke test: a container of $DOCKER_IMAGE runs Python $IMAGE_PY"
+  fi
+  if has ray; then
+    wait "$ray_smoke" || die "smoke test: a Ray job failed: $(cat "$S/verify/ray.out")"
+    read -r ray_job RAY_JOB_PY <"$S/verify/ray.out"
+    if ! [[ $RAY_JOB_PY =~ ^3\.([0-9]+)\.[0-9]+$ ]] || (( BASH_REMATCH[1] < 10 )); then
+      die "smoke test: the python3 of a Ray job's entrypoint is not Python 3.10 or later: $(cat "$S/verify/ray.out")"
+    fi
+    log "smoke test: Ray job $ray_job ran to SUCCEEDED; its entrypoint's python3 is Python $RAY_JOB_PY"
   fi
   timing verify "$t0"
 fi
@@ -680,6 +778,11 @@ q() { printf "%q" "$1"; }
   fi
   if has torch; then echo "export RUNYARD_TEST_TORCH_PYTHON=$(q "$TORCH_PYTHON")"; fi
   if has chromium; then echo "export RUNYARD_TEST_CHROMIUM=$(q "$CHROMIUM")"; fi
+  if has ray; then
+    echo "export RUNYARD_TEST_RAY_ADDRESS=$(q "http://127.0.0.1:$RAY_PORT_BASE")"
+    echo "export RUNYARD_TEST_RAY_PYTHON=$(q "$RAY_PYTHON")"
+    echo "export RUNYARD_TEST_RAY_TEMP=$(q "$S/ray/temp")"
+  fi
 } >"$S/env.sh.tmp"
 mv -f "$S/env.sh.tmp" "$S/env.sh"
 

@@ -2,11 +2,14 @@
 # stop-services.sh - stop what infra/start-services.sh started, and nothing else.
 # Only processes named by PID files inside the state dir are signalled, and only when /proc/PID/exe is the
 # expected daemon (guards against PID reuse).  A Docker engine this script did not start is never touched.
+# The Ray head has dozens of processes and no PID files: infra/ray-head.sh stops exactly those of the bed's head
+# (found by a marker in their environment and their session); never `ray stop`, which kills every Ray process.
 #   --purge         also delete the state dir (keys, Slurm state, accounting DB, logs)
 #   --remove-image  also remove the test image (only if it carries the label start-services.sh sets)
 set -Euo pipefail
+INFRA=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=infra/pids.sh
-source "$(dirname "${BASH_SOURCE[0]}")/pids.sh"
+source "$INFRA/pids.sh"
 S=${RUNYARD_INFRA_DIR:-/tmp/runyard-infra}
 DOCKER_IMAGE=${RUNYARD_INFRA_DOCKER_IMAGE:-runyard-test/python:3.11}
 PURGE=0 REMOVE_IMAGE=0
@@ -14,7 +17,7 @@ for a in "$@"; do
   case $a in
     --purge) PURGE=1 ;;
     --remove-image) REMOVE_IMAGE=1 ;;
-    -h | --help) sed -n '2,6p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "unknown option $a (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -31,6 +34,9 @@ T0=$(date +%s.%N)
 rc=0
 
 stop_one() { stop_pidfile "$@" log || rc=1; }  # PIDFILE EXE_BASENAME TIMEOUT_S
+
+# 0. the Ray head (its jobs' processes too)
+if [[ -d $S/ray ]]; then bash "$INFRA/ray-head.sh" stop "$S/ray" || rc=1; fi
 
 # 1. Slurm: cancel this cluster's jobs first so no slurmstepd is left behind, then the daemons
 if pid_alive "$S/slurm/slurmctld.pid" slurmctld; then

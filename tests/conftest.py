@@ -1,18 +1,24 @@
 """Shared test set-up: every test gets its own runyard home, and task processes can import
 the task functions in tests/taskdefs.py. The session fixtures ssh_server, slurm_cluster,
-docker_engine, torch_python and chromium describe the real services infra/start-services.sh
-starts (docs/testing.md)."""
+docker_engine, torch_python, chromium, ray_address and ray_python describe the real services
+infra/start-services.sh starts; own_ray_head gives a test a Ray head of its own (docs/testing.md)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import random
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
 from typing import NoReturn
 
 import pytest
@@ -274,7 +280,150 @@ def chromium() -> Chromium:
     return Chromium(path)
 
 
-_SERVICE_MARKERS = {"ssh_server": "ssh", "slurm_cluster": "slurm", "docker_engine": "docker"}
+# ---------------------------------------------------------------------------------------------
+# Ray: the test bed's head (ray_address, ray_python) and heads of a test's own (own_ray_head),
+# both run by infra/ray-head.sh from the ray venv, every port on 127.0.0.1.
+
+RAY_HEAD_SCRIPT = os.path.join(os.path.dirname(TESTS), "infra", "ray-head.sh")
+RAY_PORTS = 100  # a head's ports: base +0 (dashboard, Jobs API) .. +10, workers +20 .. +99 (ray-head.sh)
+
+
+def _ray_jobs_api(address: str, timeout: float = 10) -> str | None:
+    """None if GET {address}/api/jobs/ answers with a list of jobs, else why not."""
+    try:
+        with urllib.request.urlopen(f"{address}/api/jobs/", timeout=timeout) as answer:
+            jobs = json.load(answer)
+    except (OSError, ValueError) as e:
+        return f"GET {address}/api/jobs/ failed: {e}"
+    return None if isinstance(jobs, list) else f"GET {address}/api/jobs/ answered {str(jobs)[:200]}"
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """The test bed's Ray head: its dashboard, and the Jobs API there (RUNYARD_TEST_RAY_ADDRESS,
+    http://127.0.0.1:28265), checked to answer; Ray's temp dir is RUNYARD_TEST_RAY_TEMP. Submit
+    with Ray's own CLI or SDK from ray_python, or over the REST API (POST /api/jobs/); a job's
+    entrypoint finds the ray venv's python3 first on its PATH."""
+    f = _facts("the Ray head", "RUNYARD_TEST_RAY_ADDRESS", "RUNYARD_TEST_RAY_TEMP")
+    address = f["RUNYARD_TEST_RAY_ADDRESS"]
+    why = _ray_jobs_api(address)
+    if why:
+        _unavailable("the Ray head", why)
+    return address
+
+
+@pytest.fixture(scope="session")
+def ray_python() -> str:
+    """The python of the ray venv (RUNYARD_TEST_RAY_PYTHON: ray[default] 2.60.0, installed with
+    pip by infra/start-services.sh; never a dependency of runyard); `ray` is beside it."""
+    python = _facts("the ray venv", "RUNYARD_TEST_RAY_PYTHON")["RUNYARD_TEST_RAY_PYTHON"]
+    why = _answers(
+        [python, "-c", "import importlib.util as u; print(u.find_spec('ray') is not None)"], {}, "True"
+    )
+    if why:
+        _unavailable("the ray venv", why)
+    return python
+
+
+class RayHeadError(RuntimeError):
+    """infra/ray-head.sh failed (its output is the message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RayHead:
+    """A Ray head of a test's own (infra/ray-head.sh) from the ray venv ``venv``: every port on
+    127.0.0.1 from ``port_base`` on (+0 its dashboard and Jobs API, ``address``; +20..+99 its
+    workers), its files and Ray's temp dir (``temp_dir``) in ``state_dir``."""
+
+    state_dir: str
+    port_base: int
+    venv: str
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port_base}"
+
+    @property
+    def temp_dir(self) -> str:
+        return os.path.join(self.state_dir, "temp")
+
+    def start(self, timeout: float = 300) -> None:
+        """Start it (again, on the same ports); returns once its Jobs API answers."""
+        self._script("start", str(self.port_base), self.venv, timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the head at once, as in a crash; returns once all are gone."""
+        self._script("kill")
+
+    def stop(self) -> None:
+        """SIGTERM to every process of the head, SIGKILL after 5 s (Ray's GCS hangs in its shutdown
+        after SIGTERM, flushing events); returns once all are gone."""
+        self._script("stop")
+
+    def pids(self) -> list[int]:
+        """Every process of the head (its daemons, workers, and its jobs' processes)."""
+        return [int(p) for p in self._script("pids").split()]
+
+    def answers(self) -> bool:
+        return _ray_jobs_api(self.address, timeout=5) is None
+
+    def _script(self, command: str, *args: str, timeout: float = 60) -> str:
+        # the head's environment is handed down to its jobs: not this test process's Python set-up
+        # (the project's venv on PATH, PYTHONPATH) nor its runyard home, as for the bed's head
+        drop = ("PYTHONPATH", "PYTHONPYCACHEPREFIX", "PYTHONHOME", "VIRTUAL_ENV", "RUNYARD_HOME")
+        env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("PYTEST_")}
+        env["PATH"] = os.pathsep.join(
+            p for p in env.get("PATH", "").split(os.pathsep) if p and not p.startswith(sys.prefix + os.sep)
+        )
+        argv = ["bash", RAY_HEAD_SCRIPT, command, self.state_dir, *args]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RayHeadError(f"`{shlex.join(argv)}` failed ({done.returncode}): {done.stdout}{done.stderr}")
+        return done.stdout
+
+
+def free_ray_port_base(low: int = 20000, high: int = 28000) -> int:
+    """A port base B in [low, high) (below the ephemeral ports and the bed's head, 28265..28364)
+    such that nothing listens on B..B+99 now; chosen at random, so that tests in other workers
+    rarely pick the same one (own_ray_head tries another when ray-head.sh finds a port held)."""
+    ss = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    listening = {int(line.split()[3].rsplit(":", 1)[1]) for line in ss.splitlines() if line.strip()}
+    bases = list(range(low, high - RAY_PORTS + 1, RAY_PORTS))
+    random.shuffle(bases)
+    for base in bases:
+        if not listening & set(range(base, base + RAY_PORTS)):
+            return base
+    raise RuntimeError(f"no {RAY_PORTS} free ports in a row between {low} and {high}")
+
+
+@pytest.fixture
+def own_ray_head(ray_python: str) -> Iterator[RayHead]:
+    """A Ray head of this test's own, started from the ray venv in a short tmp dir (Ray's unix
+    socket paths are short) on free ports: ``.address`` (its Jobs API), ``.kill()`` (SIGKILL to all
+    its processes), ``.start()`` (again, same ports), ``.pids()``; stopped and removed afterwards."""
+    venv = os.path.dirname(os.path.dirname(ray_python))
+    state = tempfile.mkdtemp(prefix="ry-ray-", dir="/tmp")
+    head: RayHead | None = None
+    try:
+        for attempt in range(3):
+            head = RayHead(state, free_ray_port_base(), venv)
+            try:
+                head.start()
+                break
+            except RayHeadError as e:  # another test took one of the ports meanwhile
+                if "held by processes" not in str(e) or attempt == 2:
+                    raise
+        assert head is not None
+        yield head
+    finally:
+        if head is not None:
+            head.kill()  # at once: its GCS never ends on SIGTERM (head.stop() waits 5 s for it)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+_SERVICE_MARKERS = {
+    "ssh_server": "ssh", "slurm_cluster": "slurm", "docker_engine": "docker", "ray_address": "ray", "own_ray_head": "ray",
+}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -149,6 +149,14 @@ def test_each_carriage_return_update_of_a_progress_bar_is_parsed_with_its_own_st
     assert parsed(journal(bar)) == [("loss", 1.0, 1), ("loss", 0.5, 2), ("loss", 0.33, 3), ("loss", 0.25, 4)]
 
 
+def test_the_step_is_found_in_any_case_and_beside_text_that_lowering_makes_longer() -> None:
+    # "İ" lowers to two characters: the step is still read where it is
+    data = journal("İstanbul STEP 7: loss: 0.5", "Iteration #3 loss=2", "prestep 5 epochs: 4 loss: 1")
+    assert parsed(data) == [("loss", 0.5, 7), ("loss", 2.0, 3), ("loss", 1.0, 4)]
+    bar = "\r".join(f"İ Epoch {s}: {s}/2 loss={s}" for s in (1, 2))
+    assert parsed(journal(bar)) == [("loss", 1.0, 1), ("loss", 2.0, 2)]
+
+
 def test_a_point_s_time_is_its_line_s_stamp_and_stamps_never_match() -> None:
     points = MetricParser({"n": r"(\d+\.\d+)"}).parse(journal("no numbers", "took 2.5 s"), 7)
     assert [(p.value, p.timestamp, p.attempt, p.source) for p in points] == [

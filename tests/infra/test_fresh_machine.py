@@ -5,8 +5,8 @@
   answers as the real one does for an unknown name), in a new state dir on unused ports beside
   the running test bed: every package goes through apt_install (the real apt-get), and a new
   sshd, munge key, MariaDB datadir, slurmdbd, slurmctld, a slurmd for each of the two nodes,
-  test image and torch venv (pip, from Debian's python3) come up from nothing, then
-  infra/stop-services.sh removes them again.
+  test image, torch venv and ray venv (pip, from Debian's python3) and a Ray head come up from
+  nothing, then infra/stop-services.sh removes them again.
 - dev.sh in a fresh clone (the working tree's files over a `git clone`), on Debian's PATH with no
   uv anywhere, and with a python3 that has no pip until apt-get installs python3-pip.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import re
 import shlex
 import shutil
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 START = REPO / "infra" / "start-services.sh"
 STOP = REPO / "infra" / "stop-services.sh"
+RAY_HEAD = REPO / "infra" / "ray-head.sh"
 FRESH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # root's PATH on Debian
 RUNNING_BED = Path(os.environ.get("RUNYARD_INFRA_DIR", "/tmp/runyard-infra"))
 
@@ -119,6 +121,15 @@ def free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
+def free_port_block(size: int = 100, low: int = 20000, high: int = 28000) -> int:
+    """The first port of ``size`` ports in a row that nothing listens on now, below the ephemeral
+    ports (free_ports' own) and the running bed's Ray head (28265..28364), chosen at random."""
+    ss = sh(["ss", "-Hltn"], fresh_env()).stdout
+    listening = {int(line.split()[3].rsplit(":", 1)[1]) for line in ss.splitlines() if line.strip()}
+    bases = [b for b in range(low, high - size + 1, size) if not listening & set(range(b, b + size))]
+    return random.choice(bases)
+
+
 def facts(env_sh: Path) -> dict[str, str]:
     found = {}
     for line in env_sh.read_text().splitlines():
@@ -196,11 +207,26 @@ def pids(state: Path) -> dict[str, str]:
     return {n: (state / n).read_text().strip() for n in PID_FILES if (state / n).exists()}
 
 
+def ray_head(state: Path) -> dict[str, str]:
+    """The PIDs of a state dir's Ray head (infra/ray-head.sh pids: it has no PID files)."""
+    done = sh(["bash", str(RAY_HEAD), "pids", str(state / "ray")], fresh_env(), timeout=30)
+    return {f"ray/{pid}": pid for pid in done.stdout.split()}
+
+
+def ray_daemons(state: Path) -> set[str]:
+    """The gcs_server and raylet of a state dir's Ray head: they live as long as the head (its
+    workers come and go)."""
+    return {
+        pid for pid in ray_head(state).values()
+        if Path(f"/proc/{pid}/comm").exists() and Path(f"/proc/{pid}/comm").read_text().strip() in ("gcs_server", "raylet")
+    }  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def fresh_bed(knows_nothing: str) -> Iterator[FreshBed]:
-    """start-services.sh for ssh, slurm, docker and torch on a machine whose dpkg knows no package, in a
-    new state dir (short, for unix socket paths) on unused ports, with a new image tag; stopped
-    and purged afterwards, and then none of its daemons may be left."""
+    """start-services.sh for ssh, slurm, docker, torch and ray on a machine whose dpkg knows no package,
+    in a new state dir (short, for unix socket paths) on unused ports, with a new image tag;
+    stopped and purged afterwards, and then none of its daemons may be left."""
     state = Path(tempfile.mkdtemp(prefix="ry-fresh-", dir="/tmp"))
     state.chmod(0o755)  # munged wants a world-searchable socket directory
     ssh, ctld, slurmd, slurmd2, dbd, mysql = free_ports(6)
@@ -208,7 +234,7 @@ def fresh_bed(knows_nothing: str) -> Iterator[FreshBed]:
     env = fresh_env(
         knows_nothing,
         RUNYARD_INFRA_DIR=str(state),
-        RUNYARD_INFRA_COMPONENTS="ssh slurm docker torch",
+        RUNYARD_INFRA_COMPONENTS="ssh slurm docker torch ray",
         RUNYARD_INFRA_SSH_PORT=str(ssh),
         RUNYARD_INFRA_SLURMCTLD_PORT=str(ctld),
         RUNYARD_INFRA_SLURMD_PORT=str(slurmd),
@@ -216,10 +242,11 @@ def fresh_bed(knows_nothing: str) -> Iterator[FreshBed]:
         RUNYARD_INFRA_SLURMDBD_PORT=str(dbd),
         RUNYARD_INFRA_MYSQL_PORT=str(mysql),
         RUNYARD_INFRA_DOCKER_IMAGE=image,
+        RUNYARD_INFRA_RAY_PORT_BASE=str(free_port_block()),
     )
-    running_bed = pids(RUNNING_BED)
+    running_bed, running_ray = pids(RUNNING_BED), ray_daemons(RUNNING_BED)
     started = sh(["bash", str(START)], env, timeout=600)
-    ours = pids(state)
+    ours = {**pids(state), **ray_head(state)}
     try:
         if started.returncode != 0:
             pytest.fail(f"start-services.sh failed:\n{started.stdout}{started.stderr}", pytrace=False)
@@ -231,7 +258,9 @@ def fresh_bed(knows_nothing: str) -> Iterator[FreshBed]:
         # a daemon that has exited may linger a moment (exiting, or a zombie not yet reaped)
         until(lambda: not [p for p in ours.values() if pid_alive(int(p))], "the fresh bed's daemons to end")
         assert sh(["docker", "image", "inspect", image], fresh_env()).returncode == 1
-        assert pids(RUNNING_BED) == running_bed  # the running test bed was left alone
+        assert not ray_head(state)
+        # the running test bed was left alone, its Ray head too (no `ray stop`)
+        assert (pids(RUNNING_BED), ray_daemons(RUNNING_BED)) == (running_bed, running_ray)
 
 
 def test_start_services_installs_every_package_through_apt_on_a_machine_that_has_none(
@@ -330,6 +359,28 @@ def test_the_fresh_torch_venv_is_made_with_pip_and_imports_torch(fresh_bed: Fres
     assert re.search(r"^  torch +[0-9.]+ s  installed \(torch 2\.13\.0", fresh_bed.started.stdout, re.M)
     done = sh([python, "-c", "import torch, numpy; print(torch.__version__)"], fresh_env(), timeout=120)
     assert done.stdout.startswith("2.13.0"), done.stderr
+
+
+def test_the_fresh_ray_head_runs_a_job_from_its_new_venv_and_listens_on_loopback_only(
+    fresh_bed: FreshBed,
+) -> None:
+    f, out = fresh_bed.facts, fresh_bed.started.stdout
+    python = f["RUNYARD_TEST_RAY_PYTHON"]
+    assert python == f"{fresh_bed.state}/ray/venv/bin/python"
+    assert f["RUNYARD_TEST_RAY_TEMP"] == f"{fresh_bed.state}/ray/temp"
+    assert re.search(r"^  ray +[0-9.]+ s  installed \(ray 2\.60\.0\)$", out, re.M)
+    address = f["RUNYARD_TEST_RAY_ADDRESS"]
+    assert re.search(rf"^  ray-head +[0-9.]+ s  started, Jobs API at {re.escape(address)}$", out, re.M)
+    # the smoke test's job ran Debian's python3, through the new venv
+    assert re.search(r"smoke test: Ray job \S+ ran to SUCCEEDED; its entrypoint's python3 is Python 3\.", out)
+    ray = str(Path(python).parent / "ray")
+    submit = [ray, "job", "submit", "--", "python3", "-c", "print(6 * 7)"]
+    done = sh(submit, fresh_env(RAY_ADDRESS=address, RAY_USAGE_STATS_ENABLED="0"), timeout=180)
+    assert done.returncode == 0 and "\n42\n" in done.stdout, done.stdout + done.stderr
+    head = {int(p) for p in ray_head(fresh_bed.state).values()}
+    ss = sh(["ss", "-Hltnp"], fresh_env()).stdout
+    mine = [ln.split()[3] for ln in ss.splitlines() if {int(p) for p in re.findall(r"pid=(\d+)", ln)} & head]
+    assert len(mine) >= 11 and all(re.match(r"(\[::ffff:)?127\.", a) for a in mine), mine
 
 
 def test_the_fresh_image_is_built_from_debian_packages_and_runs_python3(fresh_bed: FreshBed) -> None:

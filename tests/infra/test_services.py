@@ -1,11 +1,14 @@
-"""The test bed works: the sshd, the Slurm cluster behind it and the Docker engine that
-infra/start-services.sh starts, reached through the session fixtures of tests/conftest.py."""
+"""The test bed works: the sshd, the Slurm cluster behind it, the Docker engine, the torch venv
+and the Ray head that infra/start-services.sh starts, reached through the fixtures of
+tests/conftest.py."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
 import importlib.metadata
+import importlib.util
+import json
 import os
 import re
 import shlex
@@ -14,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +26,13 @@ from typing import TYPE_CHECKING
 import docker
 import paramiko
 import pytest
+from runyard.store import pid_alive
 
 if TYPE_CHECKING:
-    from conftest import DockerEngine, SlurmCluster, SshServer
+    from conftest import DockerEngine, RayHead, SlurmCluster, SshServer
+
+REPO = Path(__file__).resolve().parents[2]
+RAY_HEAD_SCRIPT = str(REPO / "infra" / "ray-head.sh")
 
 
 @contextlib.contextmanager
@@ -305,3 +313,130 @@ def test_the_test_image_has_bash(
         docker_engine.image, ["bash", "-c", "echo $BASH_VERSION"], labels=label, remove=True
     )
     assert re.fullmatch(rb"5\.\S+\n", out)
+
+
+# ------------------------------------------------------------------------------------- ray
+
+RAY_VERSION = "2.60.0"
+RUNYARD_DISTS = ("runyard", "runyard-slurm", "runyard-local", "runyard-docker", "runyard-mixed-precision")
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return json.load(answer)
+
+
+def run_ray_job(address: str, entrypoint: str, timeout: float = 120) -> tuple[dict[str, object], str]:
+    """Submits a job over the Jobs API's REST interface and polls it to its end: (its info, its logs)."""
+    body = json.dumps({"entrypoint": entrypoint}).encode()
+    submit = urllib.request.Request(f"{address}/api/jobs/", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(submit, timeout=30) as answer:
+        job = json.load(answer)["submission_id"]
+    deadline = time.monotonic() + timeout  # guards against a hang only
+    while True:
+        info = get_json(f"{address}/api/jobs/{job}")
+        assert isinstance(info, dict)
+        if info["status"] in ("SUCCEEDED", "FAILED", "STOPPED") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    logs = get_json(f"{address}/api/jobs/{job}/logs")
+    assert isinstance(logs, dict)
+    return info, logs["logs"]
+
+
+def test_the_ray_head_runs_a_job_submitted_with_rays_own_cli_and_its_python3_is_the_ray_venvs(
+    ray_address: str, ray_python: str
+) -> None:
+    version = get_json(f"{ray_address}/api/version")
+    assert isinstance(version, dict) and version["ray_version"] == RAY_VERSION
+    job = f"infra-{uuid.uuid4().hex[:12]}"
+    ray = os.path.join(os.path.dirname(ray_python), "ray")
+    entrypoint = "import sys; print(6 * 7, sys.version_info >= (3, 10), sys.prefix)"
+    done = subprocess.run(
+        [ray, "job", "submit", "--submission-id", job, "--", "python3", "-c", entrypoint],
+        env={**os.environ, "RAY_ADDRESS": ray_address, "RAY_USAGE_STATS_ENABLED": "0"},
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    prefix = os.path.dirname(os.path.dirname(ray_python))
+    assert f"\n42 True {prefix}\n" in done.stdout  # the CLI follows the job's log to its end
+    info = get_json(f"{ray_address}/api/jobs/{job}")
+    assert isinstance(info, dict) and (info["status"], info["driver_exit_code"]) == ("SUCCEEDED", 0)
+    # the driver's log lies in Ray's temp dir, among the session's logs
+    logs = Path(os.environ["RUNYARD_TEST_RAY_TEMP"]) / "session_latest" / "logs"
+    assert f"42 True {prefix}\n" in (logs / f"job-driver-{job}.log").read_text()
+
+
+def test_a_failing_ray_job_ends_failed_with_its_exit_code(ray_address: str) -> None:
+    info, logs = run_ray_job(ray_address, "python3 -c 'import sys; print(\"bye\"); sys.exit(3)'")
+    assert (info["status"], info["driver_exit_code"]) == ("FAILED", 3)
+    assert "bye\n" in logs
+
+
+def ray_head_pids(state_dir: str) -> set[int]:
+    """The processes of the Ray head of ``state_dir``, as infra/ray-head.sh finds them (and stops them)."""
+    done = subprocess.run(
+        ["bash", RAY_HEAD_SCRIPT, "pids", state_dir], capture_output=True, text=True, check=True
+    )
+    return {int(p) for p in done.stdout.split()}
+
+
+def listeners() -> dict[str, set[int]]:
+    """``ss -Hltnp``: every TCP listening address (host:port), and the PIDs that hold it."""
+    ss = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[3]: {int(p) for p in re.findall(r"pid=(\d+)", line)} for line in ss.splitlines()}
+
+
+def on_loopback(local: str) -> bool:
+    """127.0.0.0/8, also as an IPv4-mapped IPv6 address ([::ffff:127.0.0.1]:port, as gRPC binds)."""
+    host = local.rsplit(":", 1)[0].strip("[]")
+    return host.removeprefix("::ffff:").startswith("127.") or host == "::1"
+
+
+def test_every_listener_of_the_ray_head_is_on_loopback_on_a_port_of_its_own(ray_address: str) -> None:
+    """Found by PID (ss -ltnp): every socket of every process of the head, daemons and workers."""
+    base = int(ray_address.rsplit(":", 1)[1])
+    head = ray_head_pids(os.path.dirname(os.environ["RUNYARD_TEST_RAY_TEMP"]))
+    assert len(head) >= 10  # gcs_server, raylet, the dashboard and its modules, agents, monitors
+    found = listeners()
+    mine = sorted(a for a, pids in found.items() if pids & head)
+    assert mine and all(on_loopback(a) for a in mine), mine
+    ports = {int(a.rsplit(":", 1)[1]) for a in mine}
+    fixed = set(range(base, base + 11))  # dashboard, GCS, client server, raylet ... dashboard metrics
+    assert fixed <= ports and ports <= fixed | set(range(base + 20, base + 100)), sorted(ports)
+    # and only the head's processes hold those ports: ray-head.sh finds every process that listens
+    for address, pids in found.items():
+        assert int(address.rsplit(":", 1)[1]) not in fixed or pids <= head, (address, pids)
+
+
+def test_the_ray_venv_has_ray_and_is_none_of_runyards_dependencies(ray_python: str) -> None:
+    done = subprocess.run(
+        [ray_python, "-c", "import sys, importlib.metadata as m; print(m.version('ray'), sys.prefix)"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    version, prefix = done.stdout.split()
+    assert version == RAY_VERSION
+    assert os.path.realpath(prefix) != os.path.realpath(sys.prefix)  # not the project's venv
+    assert importlib.util.find_spec("ray") is None
+    assert not re.search(r'^name = "ray"$', (REPO / "uv.lock").read_text(), re.M)
+    for dist in RUNYARD_DISTS:
+        assert not [r for r in importlib.metadata.requires(dist) or [] if re.match(r"ray\b", r.lower())]
+
+
+@pytest.mark.slow
+def test_a_tests_own_ray_head_stops_answering_when_killed_and_answers_again_when_started(
+    own_ray_head: RayHead,
+) -> None:
+    head = own_ray_head
+    before = get_json(f"{head.address}/api/version")
+    assert isinstance(before, dict) and head.answers()
+    pids = head.pids()
+    assert len(pids) >= 10
+    head.kill()
+    assert not head.answers()
+    assert head.pids() == [] and not [p for p in pids if pid_alive(p)]
+    head.start()  # the same ports again
+    after = get_json(f"{head.address}/api/version")
+    assert isinstance(after, dict) and after["session_name"] != before["session_name"]
+    info, logs = run_ray_job(head.address, "python3 -c 'print(6 * 7)'")
+    assert info["status"] == "SUCCEEDED" and logs.endswith("42\n")

@@ -36,7 +36,7 @@ def test_every_plugin_package_has_its_own_tests(folder: str) -> None:
 
 
 # The services a plugin's smoke tests use: the test is marked (and grouped) as theirs are.
-SERVICES = {"slurm": pytest.mark.slurm, "docker": pytest.mark.docker}
+SERVICES = {"slurm": pytest.mark.slurm, "docker": pytest.mark.docker, "ray": pytest.mark.ray}
 # What runs in the venv: the tests marked `alone`; for local, until its test files carry the
 # marker, its executor tests (tests/plugins/local is being reworked, test_local_faults.py
 # included, which is about faults, not packaging).

@@ -384,7 +384,7 @@ class Engine:
         wants = self.requests(h)
         if not wants:
             return {} if h.move(Event.LAUNCH, lease=lease, **fields) else None
-        pool = h.backend.resource_pool()
+        pool = h.backend.resource_pool(h.executor)
         problem = unfit(h.id, wants, pool, h.executor.kind)
         if problem is not None:
             if h.move(Event.LAUNCH, lease=lease, **fields):
@@ -403,7 +403,7 @@ class Engine:
             seen.add(record.executor)  # (tasks of one executor: the same request)
             h = self.handle(record)
             wants = self.requests(h)
-            problem = wants and unfit(h.id, wants, h.backend.resource_pool(), h.executor.kind)
+            problem = wants and unfit(h.id, wants, h.backend.resource_pool(h.executor), h.executor.kind)
             if problem:
                 raise ConfigError(problem)
 

@@ -64,9 +64,9 @@ class Executor:
         return self.kind
 
     def resource_request(self) -> dict[str, int]:
-        """Units of this machine's resources each attempt holds while it runs, by resource
-        (``{"gpu": 2}``): core leases them (machine-wide, through the store) from the
-        backend's ``resource_pool`` before the launch, and the job finds them in
+        """Units of resources each attempt holds while it runs, by resource (``{"gpu": 2}``: this
+        machine's GPUs; a cluster's job slots): core leases them (machine-wide, through the
+        store) from the backend's ``resource_pool`` before the launch, and the job finds them in
         ``JobSpec.resources``. Default: none."""
         return {}
 
@@ -206,10 +206,10 @@ class Backend(abc.ABC):
     #: enforces (a Slurm job array's ``%N``): the driver hands over a whole group at once
     throttles_groups: ClassVar[bool] = False
 
-    def resource_pool(self) -> dict[str, list[str]]:
-        """The units of each resource this backend's machine has (``{"gpu": ["0", "1"]}``), in
-        the order to lease them; executors ask for some (``Executor.resource_request``).
-        Default: none."""
+    def resource_pool(self, executor: Executor) -> dict[str, list[str]]:
+        """The units of each resource there are for ``executor``'s tasks (``{"gpu": ["0", "1"]}``:
+        this backend's machine's GPUs; a cluster's job slots), in the order to lease them;
+        executors ask for some (``Executor.resource_request``). Default: none."""
         return {}
 
     def can_chain(self, job: JobSpec, dependencies: Sequence[JobRef]) -> bool:

@@ -16,7 +16,7 @@ import gc
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import attrs
@@ -39,7 +39,11 @@ DEFAULT_PATTERNS = {name: rf"(?<![\w.-]){name}[ \t]*[:=][ \t]*({NUMBER})" for na
 # the step of a parsed point, from its piece of line: `step 6/12`, `iter 100`, `epoch 3` (the
 # first of these words there is, in this order, as a word of its own), else a tqdm bar's `| 6/12 [`
 _STEP_WORDS = ("step", "iter", "batch", "epoch")
-_AFTER_WORD = re.compile(r"(?:ation)?s?[ \t]*[:=#]?[ \t]*(\d+)")
+# each word (`steps: 6`, `iteration #3`: in a lowered line) where it is a word of its own, then
+# its number (the word first: a regex that starts with a literal is searched fast)
+_STEP_REGEXES = tuple(
+    (word, re.compile(rf"{word}(?<![\w-]{word})(?:ation)?s?[ \t]*[:=#]?[ \t]*(\d+)")) for word in _STEP_WORDS
+)
 _TQDM = re.compile(r"\|[ \t]*(\d+)/\d+[ \t]*\[")
 _LOWER_IS_BETTER = ("loss", "error", "perplexity", "mse")
 Source = Literal["logged", "parsed"]
@@ -129,34 +133,31 @@ def logged_points(data: bytes, attempt: int) -> list[MetricPoint]:
     return points
 
 
-def _step_words_in(line: str) -> tuple[str, ...]:
-    """The step words that ``line`` holds anywhere, in order of preference (looked for once per
-    line: the many pieces of a progress bar's line then look only for those)."""
-    low = line.lower()
-    return tuple(word for word in _STEP_WORDS if word in low)
+def _step_words_in(low: str) -> tuple[re.Pattern[str], ...]:
+    """The regexes of the step words that the lowered line ``low`` holds anywhere, in order of
+    preference (looked for once per line: the many pieces of a progress bar's line then look
+    only for those)."""
+    return tuple(regex for word, regex in _STEP_REGEXES if word in low)
 
 
-def _tqdm_step(piece: str) -> int | None:
-    """The counter of a tqdm bar (``| 450/1000 [``): the step of a piece without a step word."""
-    m = _TQDM.search(piece) if "|" in piece else None
+def _step_at(low: str, start: int, end: int, words: tuple[re.Pattern[str], ...]) -> int | None:
+    """The step that the piece ``low[start:end]`` of a lowered line gives: the first number
+    after the most preferred of ``words`` in it (``_STEP_WORDS``: step, then iter..., as a word
+    of its own), else a tqdm counter (``| 450/1000 [``); None."""
+    for regex in words:
+        m = regex.search(low, start, end)
+        if m is not None:
+            return int(m[1])
+    if low.find("|", start, end) < 0:
+        return None
+    m = _TQDM.search(low, start, end)
     return int(m[1]) if m else None
 
 
-def _step_of(piece: str, words: tuple[str, ...] = _STEP_WORDS) -> int | None:
-    """The step a piece of a line gives: the first number after the most preferred step word
-    in it (``_STEP_WORDS``: step, then iter..., any case, a word of its own), else a tqdm
-    counter; None. ``words``: the step words the piece may hold (those of its line)."""
+def _step_of(piece: str) -> int | None:
+    """The step a piece of a line gives (``_step_at`` with every step word)."""
     low = piece.lower()
-    for word in words:
-        at = low.find(word)
-        while at >= 0:
-            before = low[at - 1] if at else " "
-            if not (before.isalnum() or before == "_" or before == "-"):  # a word of its own
-                m = _AFTER_WORD.match(low, at + len(word))
-                if m:
-                    return int(m[1])
-            at = low.find(word, at + 1)
-    return _tqdm_step(piece)
+    return _step_at(low, 0, len(low), _step_words_in(low))
 
 
 class _Pattern:
@@ -304,22 +305,50 @@ class MetricParser:
         points: list[MetricPoint] = []
         position, point = positions.append, points.append
         find, rfind, new = text.find, text.rfind, tuple.__new__  # (the loop runs per value: kept lean)
+        stamp_of = functools.partial(dt.datetime.fromtimestamp, tz=dt.timezone.utc)
         body = line_end = piece = piece_end = -1
         when: dt.datetime | None = None
         step: int | None = None
-        words: tuple[str, ...] = ()  # the step words of the line (none: only a tqdm counter can say)
+        low: str | None = None  # the line lowered (None: lowering changed its length, rare)
+        pieces = False  # whether the line has pieces (a progress bar's \r-separated updates)
+        words: tuple[Callable[..., re.Match[str] | None], ...] = ()  # the search of the line's step words
         for m in pattern.matches(text):
             start, end = m.span()
             if not piece <= start < piece_end:
-                if not body <= start < line_end:
-                    when, body, line_end = _line_of(text, start)
-                    words = _step_words_in(text[body:line_end])
+                if not body <= start < line_end:  # a new line: stamp, text, step words (_line_of inline)
+                    line = rfind("\n", 0, start) + 1
+                    line_end = find("\n", start)
+                    if line_end < 0:
+                        line_end = len(text)
+                    stamp = text[line : min(line_end, line + 40)].partition(" ")[0]
+                    body = line + len(stamp) + 3
+                    try:
+                        when = stamp_of(float(stamp))
+                    except (ValueError, OverflowError, OSError):
+                        when = None
+                    low = text[body:line_end].lower()
+                    pieces = "\r" in low
+                    words = tuple(regex.search for regex in _step_words_in(low))
+                    if len(low) != line_end - body:
+                        low = None
                 if when is None or start < body:
                     continue  # not a journal line, or in its stamp
-                # the piece of line (between two \r) that holds it (_piece_of, inline)
-                stop = find("\r", start, line_end)
-                piece, piece_end = rfind("\r", body, start) + 1 or body, line_end if stop < 0 else stop
-                step = _step_of(text[piece:piece_end], words) if words else _tqdm_step(text[piece:piece_end])
+                if pieces:  # the piece of line (between two \r) that holds it (_piece_of, inline)
+                    stop = find("\r", start, line_end)
+                    piece, piece_end = rfind("\r", body, start) + 1 or body, line_end if stop < 0 else stop
+                else:
+                    piece, piece_end = body, line_end
+                if low is None:
+                    step = _step_of(text[piece:piece_end])
+                else:  # (_step_at, its usual case inline)
+                    at, until = piece - body, piece_end - body
+                    for search in words:
+                        found = search(low, at, until)
+                        if found is not None:
+                            step = int(found[1])
+                            break
+                    else:
+                        step = _step_at(low, at, until, ())
             if end > piece_end:  # across lines or a progress bar's updates: rare (`\\s*`)
                 for pos, crossed in _within(text, start, end, name, pattern.regex, attempt):
                     position(pos)

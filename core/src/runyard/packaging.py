@@ -59,6 +59,24 @@ class CodePackage:
         return remote_root.rstrip("/") + "/" + rel.replace(os.sep, "/")
 
 
+def relocated_pythonpath(
+    package: CodePackage | None, env_pythonpath: str | None, cwd: str | None, remote_root: str
+) -> list[str]:
+    """Entries of the launching process's ``PYTHONPATH`` (relative ones from ``cwd``) that lie
+    in the shipped code, as paths in ``remote_root``: what imports here imports where the job runs."""
+    if package is None or not env_pythonpath:
+        return []
+    out = []
+    for entry in env_pythonpath.split(os.pathsep):
+        if not entry:
+            continue
+        path = os.path.normpath(os.path.join(cwd or os.getcwd(), entry))
+        moved = package.relocate(path, remote_root)
+        if moved != path and moved not in out:
+            out.append(moved)
+    return out
+
+
 def _git(args: list[str], cwd: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=120)

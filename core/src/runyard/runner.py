@@ -181,6 +181,9 @@ def signal_error(signum: int) -> str:
 
 # ----------------------------------------------------------------------------- the task
 def _sigterm(signum: int, frame: Any) -> None:
+    # once: the same signal again (the runner passing on one that its task got as well, from a
+    # scheduler that signals every process of the job) must not cut the task's finally blocks short
+    signal.signal(signum, _ignore)
     raise SystemExit(128 + signum)
 
 

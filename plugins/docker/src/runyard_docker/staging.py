@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 from runyard.executor import JobSpec
 from runyard.jobfiles import relocated_task
-from runyard.packaging import CodePackage, package_code
+from runyard.packaging import CodePackage, package_code, relocated_pythonpath
 
 from runyard_docker.executor import DockerExecutor
 
@@ -111,17 +111,7 @@ def task_json_path(job: JobSpec) -> str:
 def container_pythonpath(code: Code | None, env_pythonpath: str | None, cwd: str | None) -> list[str]:
     """Entries of the launching process's ``PYTHONPATH`` (relative ones from ``cwd``) that lie
     in the shipped code, as container paths: what imports here imports in the container."""
-    if code is None or not env_pythonpath:
-        return []
-    out = []
-    for entry in env_pythonpath.split(os.pathsep):
-        if not entry:
-            continue
-        path = os.path.normpath(os.path.join(cwd or os.getcwd(), entry))
-        moved = code.package.relocate(path, CODE_DIR)
-        if moved != path and moved not in out:
-            out.append(moved)
-    return out
+    return relocated_pythonpath(code.package if code else None, env_pythonpath, cwd, CODE_DIR)
 
 
 _NUMERIC_USER = re.compile(r"([0-9]+)(?::([0-9]+))?")

@@ -42,7 +42,7 @@ from typing import Any
 
 import attrs
 from runyard.errors import BackendError
-from runyard.executor import Backend, JobRef, JobSpec, JobStatus, Launched
+from runyard.executor import Backend, Executor, JobRef, JobSpec, JobStatus, Launched
 from runyard.jobfiles import (
     CLAIMED_EXIT,
     claimed_by_other,
@@ -414,7 +414,7 @@ class LocalBackend(Backend):
             return 0.05
         return 0.1 if self._unwatched else 1.0
 
-    def resource_pool(self) -> dict[str, list[str]]:
+    def resource_pool(self, executor: Executor) -> dict[str, list[str]]:
         """This machine's GPUs (``runyard_local.gpus``), for ``LocalExecutor(gpus=N)``."""
         gpus = machine_gpus()
         return {"gpu": gpus} if gpus else {}
