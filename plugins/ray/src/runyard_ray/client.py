@@ -140,6 +140,12 @@ class JobsClient:
                 raise self._unreachable(exc) from None
         if response.status == 404:
             raise NotFound(f"the Ray head at {self.address} has no {path}: {_message(raw)}")
+        if response.status >= 500:  # (a head that is starting: "No available agent ..., try again later")
+            raise UnreachableError(
+                f"the Ray head at {self.address} cannot take {method} {path} now (HTTP {response.status}:"
+                f" {_message(raw)[:300]}); trying again",
+                since=time.time(),
+            )
         if response.status >= 400:
             raise BackendError(
                 f"the Ray head at {self.address} refused {method} {path} (HTTP {response.status}): {_message(raw)}"
