@@ -23,6 +23,8 @@ from typing import NoReturn
 
 import pytest
 
+pytest_plugins = ["runyard.testing"]  # runyard's test kit (runyard_home, runyard_plugins, ...), asked for
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+#: The version of runyard and of every plugin package of this repository: each pyproject.toml
+#: reads it from here (``[tool.hatch.version]``), so this line is the one place to change it.
+__version__ = "0.2.0"
 
 _CORE = {
     "Config": "runyard.config",

@@ -1,6 +1,8 @@
 """A pytest plugin for plugin authors (and runyard's own tests).
 
-Loaded automatically by pytest when runyard is installed (entry point ``pytest11``).
+Load it with ``pytest_plugins = ["runyard.testing"]`` in a top-level conftest.py, or with
+``pytest -p runyard.testing``: it is no ``pytest11`` entry point, so it never loads into the test
+runs of projects that merely have runyard installed.
 
 Fixtures:
 

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["runyard.testing"]  # runyard's test kit: runyard_home, runyard_plugins, ...
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
