@@ -141,7 +141,7 @@ def test_a_damaged_value_is_named_in_one_line_and_the_other_experiments_still_wo
     )
     status = home.cli("status", "good")
     assert status.returncode == 0, status.stderr
-    assert status.stdout.startswith(f"{home.ids['good']}: PENDING")
+    assert status.stdout.startswith(f"{home.ids['good']}: CREATED")  # never launched
 
 
 @pytest.mark.parametrize(
@@ -155,9 +155,9 @@ def test_list_marks_the_damaged_experiment_and_lists_the_others(home: Home, dama
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split()[1:4] for line in result.stdout.splitlines()[1:]}
     assert rows == {
-        home.ids["good"]: ["good", "PENDING", "1"],
+        home.ids["good"]: ["good", "CREATED", "1"],
         home.ids["bad"]: ["bad", "DAMAGED", "-"],
-        home.ids["third"]: ["third", "PENDING", "1"],
+        home.ids["third"]: ["third", "CREATED", "1"],
     }
     (warning,) = result.stderr.splitlines()
     assert warning.startswith(
@@ -173,7 +173,7 @@ def test_list_json_gives_the_damaged_experiment_with_its_error(home: Home) -> No
     bad = entries[home.ids["bad"]]
     assert (bad["title"], bad["status"], bad["tasks"], bad["created"]) == ("bad", "DAMAGED", None, None)
     assert "column settings: not JSON" in bad["error"]
-    assert entries[home.ids["good"]]["status"] == "PENDING" and "error" not in entries[home.ids["good"]]
+    assert entries[home.ids["good"]]["status"] == "CREATED" and "error" not in entries[home.ids["good"]]
 
 
 def test_damaged_metadata_is_named_and_the_rest_of_the_experiment_still_works(home: Home) -> None:

@@ -83,7 +83,7 @@ def test_the_global_home_option_is_documented() -> None:
 
 
 def test_the_cli_reference_documents_no_command_that_does_not_exist() -> None:
-    documented = set(re.findall(r"^#+ `runyard (\w+)`", CLI_DOC.read_text(), flags=re.M))
+    documented = set(re.findall(r"^#+ `runyard ([\w-]+)`", CLI_DOC.read_text(), flags=re.M))
     assert documented == set(COMMANDS)
 
 

@@ -92,7 +92,7 @@ def test_reproduce_gives_a_new_not_launched_experiment_with_the_same_everything(
 
     assert again.experiment_id != exp.experiment_id
     assert again.store.experiment(again.experiment_id).launched_at is None
-    assert again.status() == "PENDING"
+    assert again.status() == "CREATED"
     assert [(t.id, t.status, t.attempts) for t in again.tasks] == [(t.id, "PENDING", 0) for t in exp.tasks]
     assert [t.dependencies for t in again.tasks] == [t.dependencies for t in exp.tasks]
     assert [t.executor for t in again.tasks] == [t.executor for t in exp.tasks]
@@ -119,7 +119,7 @@ def test_a_reproduced_experiment_runs_and_succeeds(tmp_path) -> None:
     assert again.run() == "SUCCEEDED"
     assert again.get_logs("train").stdout == "training 70b lr=0.001 precision=bf16\n"
     assert again.get_logs("eval").stdout == "evaluated\n"
-    assert exp.status() == "PENDING"  # the original was not launched by reproducing it
+    assert exp.status() == "CREATED"  # the original was not launched by reproducing it
 
 
 def test_secret_env_vars_are_never_written_to_the_snapshot_file(tmp_path) -> None:

@@ -9,10 +9,10 @@ from _core_helpers import task, wait_until
 from runyard.states import experiment_state
 
 S = run.State
-NAMES = ["PENDING", "SUBMITTED", "RUNNING", "PAUSED", "SUCCEEDED", "FAILED", "CANCELLED"]
+NAMES = ["CREATED", "PENDING", "SUBMITTED", "RUNNING", "PAUSED", "SUCCEEDED", "FAILED", "CANCELLED"]
 
 
-def test_there_are_exactly_the_seven_documented_states() -> None:
+def test_there_are_exactly_the_eight_documented_states() -> None:
     assert [s.name for s in S] == NAMES
 
 
@@ -52,10 +52,10 @@ def test_the_experiment_state_rules(tasks: list[str], expected: str) -> None:
     assert experiment_state([S(t) for t in tasks]) == expected
 
 
-def test_a_new_experiment_with_tasks_is_pending() -> None:
+def test_a_new_experiment_never_launched_is_created_and_its_tasks_pending() -> None:
     exp = run.Experiment("states-new")
     exp.add(run.Config(taskdefs.hello))
-    assert exp.status() == "PENDING"
+    assert exp.status() == "CREATED"
     assert exp.tasks[0].status == "PENDING"
 
 

@@ -8,7 +8,7 @@ import itertools
 import sqlite3
 
 import pytest
-from runyard.states import FAILURES, FINAL_STATES, TRANSITIONS, Event, State, check_transition
+from runyard.states import FAILURES, FINAL_STATES, TASK_STATES, TRANSITIONS, Event, State, check_transition
 from runyard.store import Lease, LeaseLostError, Settings, Store, TaskRecord, open_store
 
 EXP, TASK = "exp-1", "train"
@@ -20,7 +20,7 @@ GIVEN = {
     Event.REQUEUE: {"attempts": ATTEMPTS + 1},
     Event.RELAUNCH: {"attempts": ATTEMPTS - 1},
 }
-CASES = [(e, s) for e in Event for s in State]
+CASES = [(e, s) for e in Event for s in TASK_STATES]
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_every_unfinished_state_can_reach_a_final_state() -> None:
     reached = set(FINAL_STATES)
     while grown := {s for s, t in edges if t in reached} - reached:
         reached |= grown
-    assert reached == set(State)
+    assert reached == set(TASK_STATES)
 
 
 def test_only_retry_and_uncancel_leave_a_final_state() -> None:

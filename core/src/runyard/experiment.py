@@ -27,9 +27,9 @@ from runyard.jobfiles import utc
 from runyard.logs import LogEntry, TaskLogs
 from runyard.metrics import MetricParser, MetricPoint, parser_for
 from runyard.registries import Plugin
-from runyard.states import FINAL_STATES, RETRY_ON, State, experiment_state
+from runyard.states import FINAL_STATES, RETRY_ON, State
 from runyard.store import ExperimentRecord, Settings, Store, open_store
-from runyard.views import AttemptView, ConfigVersion, EventView, TaskView
+from runyard.views import AttemptView, ConfigVersion, EventView, TaskView, experiment_status
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ON_INTERRUPT = ("cancel", "detach")
@@ -193,8 +193,10 @@ class Experiment:
         return [AttemptView.of(a) for a in self._engine.task(task_id).attempts()]
 
     def status(self) -> State:
-        """The experiment's state from its tasks' states."""
-        return experiment_state(running.sync(self._engine))
+        """The experiment's state from its tasks' states; ``CREATED`` while it has never been
+        launched (its tasks are ``PENDING``), unless every task has ended all the same."""
+        states = running.sync(self._engine)
+        return State(experiment_status(self._engine.reload().launched_at is not None, states))
 
     # --- running ----------------------------------------------------------------------------
     def run(

@@ -11,6 +11,7 @@ import attrs
 class State(str, enum.Enum):
     """A task's or an experiment's state. Equal to its name: ``State.FAILED == "FAILED"``."""
 
+    CREATED = "CREATED"  # an experiment's only: never launched (its tasks are PENDING)
     PENDING = "PENDING"
     SUBMITTED = "SUBMITTED"
     RUNNING = "RUNNING"
@@ -42,6 +43,8 @@ FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
 LIVE_STATES = frozenset({State.SUBMITTED, State.RUNNING, State.PAUSED})
 
 # Order used to report the "most advanced live state" of an experiment.
+#: the states a task can be in (CREATED is an experiment's only)
+TASK_STATES = tuple(s for s in State if s is not State.CREATED)
 _PROGRESS = {State.PENDING: 0, State.PAUSED: 1, State.SUBMITTED: 2, State.RUNNING: 3}
 
 

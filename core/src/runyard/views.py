@@ -4,15 +4,28 @@ were when read (a fresh read gives fresh views)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from runyard.executor import Executor
 from runyard.jobfiles import timestamp
-from runyard.states import State
+from runyard.states import State, experiment_state
 from runyard.store import AttemptRecord, TaskRecord
+
+#: the state of an experiment that was never launched (``run()`` never called on it); its
+#: tasks stay PENDING (an experiment state only, as in its events: ``- -> CREATED``)
+CREATED = "CREATED"
+
+
+def experiment_status(launched: bool, task_states: Sequence[State]) -> str:
+    """The experiment's state: ``CREATED`` while it has never been launched (unless every task
+    has ended all the same, cancelled before any launch), else the state its tasks' states
+    give (``states.experiment_state``: ``SUCCEEDED`` for one launched with no tasks)."""
+    if not launched and not (task_states and all(s.is_final for s in task_states)):
+        return CREATED
+    return str(experiment_state(list(task_states)))
 
 
 class _Timed:
