@@ -5,8 +5,10 @@ RUNNING for ever; one that never answered keeps a launch waiting."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import helpers
@@ -14,10 +16,22 @@ import pytest
 import runyard as run
 import taskdefs
 from runyard.errors import UnreachableError
+from runyard.store import open_store
 
 
 def task(exp: run.Experiment, task_id: str) -> Any:
     return next(t for t in exp.tasks if t.id == task_id)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_driving(runyard_home: str) -> Iterator[None]:
+    """A test that fails half-way leaves no supervisor waiting for a head that is gone."""
+    yield
+    for record in open_store().experiments():
+        exp = run.Experiment.from_id(record.id)
+        if any(not t.status.is_final for t in exp.tasks):
+            with contextlib.suppress(run.RunyardError):
+                exp.cancel_all()
 
 
 def test_a_dead_head_is_an_outage_and_a_restarted_one_that_forgot_the_job_leaves_it_lost(
