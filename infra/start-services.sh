@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # start-services.sh - start the REAL services runyard's tests use, on a Debian bookworm machine (as root):
 #   ssh     sshd on 127.0.0.1:2222, key-only, its own config and host key, a generated known_hosts
+#   bastion a jump host on 127.0.0.1:2223, and "the cluster behind it", a login node on 127.0.0.2:2224 that only the
+#           bastion reaches: it listens in a network namespace of its own (unshare --net), where the bastion's sshd runs
+#           too, so from this machine's network nothing answers there. Each is a socat that starts one sshd in inetd
+#           mode (-i) per connection (the bastion's inside that namespace, the cluster's back in this one, where its
+#           sessions reach Slurm); own host keys (in the ssh component's known_hosts), the ssh component's client key;
+#           an OpenSSH client config naming them: ssh -F $STATE/bastion/ssh_config runyard-behind
 #   slurm   a two-node Slurm 22.05 cluster on this machine: munged, mariadbd + slurmdbd (so sacct works),
 #           slurmctld, and one slurmd per node (slurmd -N node1, slurmd -N node2, each on its own port);
 #           partitions cpu (default) and gpu (2 fake GPUs as GRES) on node1, multi on both nodes, and the
@@ -11,7 +17,8 @@
 #           (pip takes the CPU wheel that lies on this machine's disk; uv would download a CUDA build).
 #           Only tests use it (python= of a task); it is never one of runyard's dependencies.
 #   chromium  Debian's chromium (headless; installed without recommends): the report tests render runyard's
-#           HTML report in it. Nothing runs in the background: each test starts its own browser.
+#           HTML report in it. Nothing runs in the background: each test starts its own browser. Also zsh and
+#           fish, whose completion scripts the CLI tests run.
 #   ray     one Ray head (Ray 2.60.0 from a venv of its own under the state dir, ray[default] installed with pip,
 #           never one of runyard's dependencies) for tests that run Ray Jobs: its Jobs API at
 #           http://127.0.0.1:28265, every port fixed (infra/ray-head.sh: port base +0..+10, workers +20..+99),
@@ -24,8 +31,10 @@
 #
 # Settings (environment, all optional):
 #   RUNYARD_INFRA_DIR         /tmp/runyard-infra    state dir: configs, keys, logs, PID files, Slurm state, DB
-#   RUNYARD_INFRA_COMPONENTS  "ssh slurm docker torch chromium ray"   what to start; an empty string starts nothing
+#   RUNYARD_INFRA_COMPONENTS  "ssh bastion slurm docker torch chromium ray"   what to start; "" starts nothing
 #   RUNYARD_INFRA_SSH_PORT    2222
+#   RUNYARD_INFRA_BASTION_PORT  2223                the bastion, on 127.0.0.1
+#   RUNYARD_INFRA_BASTION_TARGET_PORT  2224         the cluster behind it, on 127.0.0.2 in its own network namespace
 #   RUNYARD_INFRA_SLURMCTLD_PORT / _SLURMD_PORT / _SLURMDBD_PORT / _MYSQL_PORT    6817 / 6818 / 6819 / 3307
 #   RUNYARD_INFRA_SLURMD2_PORT  6820                slurmd of node2 (node1's is _SLURMD_PORT)
 #   RUNYARD_INFRA_TORCH_PYTHON  python3             the Python the torch venv is made from (3.11: the wheel on disk)
@@ -42,10 +51,14 @@ source "$INFRA/pids.sh"
 cd /   # daemons inherit the cwd: never pin a checkout or a temp dir
 
 S=${RUNYARD_INFRA_DIR:-/tmp/runyard-infra}
-COMPONENTS=${RUNYARD_INFRA_COMPONENTS-ssh slurm docker torch chromium ray}
+COMPONENTS=${RUNYARD_INFRA_COMPONENTS-ssh bastion slurm docker torch chromium ray}
 SSH_HOST=127.0.0.1
 SSH_PORT=${RUNYARD_INFRA_SSH_PORT:-2222}
 SSH_USER=root
+BASTION_HOST=127.0.0.1
+BASTION_PORT=${RUNYARD_INFRA_BASTION_PORT:-2223}
+BEHIND_HOST=127.0.0.2   # the cluster behind the bastion, in a network namespace of its own
+BEHIND_PORT=${RUNYARD_INFRA_BASTION_TARGET_PORT:-2224}
 SLURM_CLUSTER=runyard-test
 SLURM_NODES=(node1 node2)   # two slurmd daemons on this machine (Debian's Slurm is built with MULTIPLE_SLURMD)
 SLURM_NODE=${SLURM_NODES[0]}  # the node of the one-node partitions cpu and gpu (and of the fake GPUs)
@@ -167,10 +180,15 @@ apt_install() {  # PKG... : install the missing ones, without recommends, withou
 
 # ------------------------------------------------------------------------------------------------ preflight
 for c in $COMPONENTS; do
-  [[ $c == ssh || $c == slurm || $c == docker || $c == torch || $c == chromium || $c == ray ]] \
-    || die "unknown component '$c' in RUNYARD_INFRA_COMPONENTS (known: ssh slurm docker torch chromium ray)"
+  [[ $c == ssh || $c == bastion || $c == slurm || $c == docker || $c == torch || $c == chromium || $c == ray ]] \
+    || die "unknown component '$c' in RUNYARD_INFRA_COMPONENTS (known: ssh bastion slurm docker torch chromium ray)"
 done
 [[ $S == /* ]] || die "RUNYARD_INFRA_DIR must be an absolute path (got '$S')"
+if has bastion; then
+  has ssh || die "the bastion component needs the ssh component (its client key and authorized_keys): RUNYARD_INFRA_COMPONENTS=\"ssh bastion ...\""
+  # its paths go into socat addresses and sshd and ssh configs as they are
+  [[ $S =~ ^[A-Za-z0-9._/+-]+$ ]] || die "for the bastion component, RUNYARD_INFRA_DIR may hold only letters, digits and . _ / + - (got '$S')"
+fi
 if [[ -n ${COMPONENTS// /} ]]; then
   [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages and starts daemons); to run the tests without these services: RUNYARD_INFRA_COMPONENTS= ./dev.sh test"
 fi
@@ -201,8 +219,7 @@ start_ssh() {
   [[ -f $d/ssh_host_ed25519_key ]] || ssh-keygen -q -t ed25519 -N '' -C runyard-test-host -f "$d/ssh_host_ed25519_key"
   [[ -f $d/client_key ]] || ssh-keygen -q -t ed25519 -N '' -C runyard-test-client -f "$d/client_key"
   install_file "$d/authorized_keys" 600 <"$d/client_key.pub" || true
-  printf '[%s]:%s %s\n' "$SSH_HOST" "$SSH_PORT" "$(cut -d' ' -f1,2 "$d/ssh_host_ed25519_key.pub")" \
-    | install_file "$d/known_hosts" 644 || true
+  write_known_hosts
   # With UsePAM no, OpenSSH refuses accounts whose password field starts with '!' (locked); PAM does not.
   [[ $(getent shadow "$SSH_USER" | cut -d: -f2) == '!'* ]] && use_pam=yes
   # StrictModes no: the keys live under /tmp (mode 1777), which StrictModes rejects.
@@ -253,9 +270,215 @@ EOF
   timing ssh "$t0" "$note"
 }
 
+# The bed's known_hosts: the sshd's host key, then the bastion's and the cluster's behind it once they have keys. Written
+# whole by start_ssh and start_bastion alike (install_file: atomically, and only when it changes), so that a test reading
+# it meanwhile never misses a line.
+write_known_hosts() {
+  local b=$S/bastion
+  {
+    printf '[%s]:%s %s\n' "$SSH_HOST" "$SSH_PORT" "$(cut -d' ' -f1,2 "$S/ssh/ssh_host_ed25519_key.pub")"
+    if has bastion && [[ -f $b/bastion_host_ed25519_key.pub && -f $b/cluster_host_ed25519_key.pub ]]; then
+      printf '[%s]:%s %s\n' "$BASTION_HOST" "$BASTION_PORT" "$(cut -d' ' -f1,2 "$b/bastion_host_ed25519_key.pub")"
+      printf '[%s]:%s %s\n' "$BEHIND_HOST" "$BEHIND_PORT" "$(cut -d' ' -f1,2 "$b/cluster_host_ed25519_key.pub")"
+    fi
+  } | install_file "$S/ssh/known_hosts" 644 || true
+}
+
 ssh_run() {  # CMD... : run a command over our sshd with strict host-key checking
   ssh -p "$SSH_PORT" -i "$S/ssh/client_key" -o BatchMode=yes -o IdentitiesOnly=yes -o ConnectTimeout=5 \
     -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$S/ssh/known_hosts" "$SSH_USER@$SSH_HOST" "$@"
+}
+
+# ====================================================================================== 1b. the bastion
+# A jump host, and a login node reachable only through it, both on loopback. The login node listens in a network
+# namespace of its own (the cluster's private network: a lo of its own, nothing else), so from this machine's network
+# nothing answers on 127.0.0.2:$BEHIND_PORT. The bastion's listener is in this network; each connection to it is one
+# sshd in inetd mode (-i) moved into the private network (nsenter), so the connections it forwards (direct-tcpip, what
+# ProxyJump asks for) start there. The listener there starts one sshd -i per connection back in this network, where
+# its sessions reach Slurm (whose daemons listen on this network's 127.0.0.1). Each listener is a socat (fork, and EXEC
+# with nofork: the accepted socket is the sshd's stdin and stdout, as inetd hands it over); their PID files are
+# bastion.pid and cluster.pid, and each session script finds the other network through the other listener's PID. An
+# sshd -i reads its config and host key at each connection: a changed config applies at once, without a restart.
+socat_alive() { pid_alive "$1" socat; }
+bastion_listening() { socat_alive "$S/bastion/bastion.pid" && [[ -n $(ss -Hltn "src $BASTION_HOST:$BASTION_PORT") ]]; }
+behind_listening() {
+  local pid
+  socat_alive "$S/bastion/cluster.pid" || return 1
+  pid=$(pid_of "$S/bastion/cluster.pid")
+  [[ -n $(nsenter --net="/proc/$pid/ns/net" ss -Hltn "src $BEHIND_HOST:$BEHIND_PORT" 2>/dev/null) ]]
+}
+
+bastion_sshd_config() {  # USE_PAM
+  cat <<EOF
+# generated by runyard infra/start-services.sh: the bastion, a jump host (sshd -i, one per connection, in the cluster's
+# private network namespace). It forwards connections to the cluster behind it, and does nothing else.
+HostKey $S/bastion/bastion_host_ed25519_key
+AuthorizedKeysFile $S/ssh/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM $1
+StrictModes no
+UseDNS no
+PrintMotd no
+PrintLastLog no
+AllowTcpForwarding local
+PermitOpen $BEHIND_HOST:$BEHIND_PORT
+AllowAgentForwarding no
+AllowStreamLocalForwarding no
+X11Forwarding no
+PermitTTY no
+PermitTunnel no
+ForceCommand /bin/sh -c 'echo "runyard test bed: this is the bastion, a jump host (ProxyJump): it runs no commands" >&2; exit 1'
+LogLevel VERBOSE
+EOF
+}
+
+cluster_sshd_config() {  # USE_PAM: as the ssh component's sshd (sessions get SLURM_CONF), with a host key of its own
+  cat <<EOF
+# generated by runyard infra/start-services.sh: the login node behind the bastion (sshd -i, one per connection, in this
+# machine's network; its connections come only from the bastion, through the cluster's private network)
+HostKey $S/bastion/cluster_host_ed25519_key
+AuthorizedKeysFile $S/ssh/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM $1
+StrictModes no
+UseDNS no
+PrintMotd no
+PrintLastLog no
+MaxSessions 64
+AllowTcpForwarding no
+Subsystem sftp internal-sftp
+SetEnv SLURM_CONF=$S/slurm/slurm.conf
+LogLevel VERBOSE
+EOF
+}
+
+session_script() {  # SIDE OTHER: one connection to SIDE, served in the network of the OTHER side's listener
+  cat <<EOF
+#!/bin/sh
+# generated by runyard infra/start-services.sh: one connection to the $1 (socat's child: the connection is stdin and
+# stdout), served by sshd in inetd mode in the network of the $2 listener (found by its PID file)
+pid=\$(cat $S/bastion/$2.pid 2>/dev/null)
+case \$(readlink "/proc/\$pid/exe" 2>/dev/null) in
+  */socat) ;;
+  *) echo "runyard test bed: the $2 listener is not running (no live $S/bastion/$2.pid)" >&2; exit 1 ;;
+esac
+exec nsenter --net="/proc/\$pid/ns/net" /usr/sbin/sshd -i -e -f $S/bastion/$1_sshd_config
+EOF
+}
+
+listener_script() {  # SIDE
+  echo '#!/bin/sh'
+  if [[ $1 == bastion ]]; then
+    cat <<EOF
+# generated by runyard infra/start-services.sh: the listener of the bastion, in this machine's network
+exec socat -d TCP-LISTEN:$BASTION_PORT,bind=$BASTION_HOST,reuseaddr,fork,backlog=128 EXEC:$S/bastion/bastion-session,nofork
+EOF
+  else
+    cat <<EOF
+# generated by runyard infra/start-services.sh: the listener of the cluster behind the bastion, run by unshare --net in a
+# network namespace of its own (the cluster's private network: only the bastion's sshd, moved there, reaches it)
+ip link set lo up || exit 1
+exec socat -d TCP-LISTEN:$BEHIND_PORT,bind=$BEHIND_HOST,reuseaddr,fork,backlog=128 EXEC:$S/bastion/cluster-session,nofork
+EOF
+  fi
+}
+
+bastion_client_config() {
+  cat <<EOF
+# generated by runyard infra/start-services.sh: the test bed's SSH hosts, for OpenSSH (ssh -F $S/bastion/ssh_config
+# runyard-behind) and for runyard (SSHTunnel(host="runyard-behind", ssh_config="$S/bastion/ssh_config"))
+Host runyard-bastion
+  HostName $BASTION_HOST
+  Port $BASTION_PORT
+Host runyard-behind
+  HostName $BEHIND_HOST
+  Port $BEHIND_PORT
+  ProxyJump runyard-bastion
+Host runyard-login
+  HostName $SSH_HOST
+  Port $SSH_PORT
+Host runyard-*
+  User $SSH_USER
+  IdentityFile $S/ssh/client_key
+  IdentitiesOnly yes
+  UserKnownHostsFile $S/ssh/known_hosts
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 5
+EOF
+}
+
+start_bastion() {
+  local t0 d=$S/bastion note="already running" use_pam=no side other bpid cpid started=""
+  local bastion_changed=0 cluster_changed=0
+  t0=$(now)
+  apt_install socat
+  mkdir -p "$d" /run/sshd; chmod 700 "$d"; chmod 755 /run/sshd
+  unshare --net true 2>/dev/null \
+    || die "cannot make a network namespace (unshare --net): the bastion component needs root with CAP_SYS_ADMIN; leave it out of RUNYARD_INFRA_COMPONENTS"
+  for side in bastion cluster; do
+    [[ -f $d/${side}_host_ed25519_key ]] || ssh-keygen -q -t ed25519 -N '' -C "runyard-test-$side" -f "$d/${side}_host_ed25519_key"
+  done
+  write_known_hosts
+  [[ $(getent shadow "$SSH_USER" | cut -d: -f2) == '!'* ]] && use_pam=yes   # as start_ssh
+  bastion_sshd_config "$use_pam" | install_file "$d/bastion_sshd_config" 600 || true
+  cluster_sshd_config "$use_pam" | install_file "$d/cluster_sshd_config" 600 || true
+  /usr/sbin/sshd -t -f "$d/bastion_sshd_config" || die "sshd rejects the bastion's config $d/bastion_sshd_config"
+  /usr/sbin/sshd -t -f "$d/cluster_sshd_config" || die "sshd rejects the config $d/cluster_sshd_config"
+  for side in bastion cluster; do
+    if [[ $side == bastion ]]; then other=cluster; else other=bastion; fi
+    session_script "$side" "$other" | install_file "$d/$side-session" 755 || true
+  done
+  listener_script bastion | install_file "$d/bastion-listener" 755 && bastion_changed=1
+  listener_script cluster | install_file "$d/cluster-listener" 755 && cluster_changed=1
+  if socat_alive "$d/bastion.pid" && (( bastion_changed )); then
+    log "the bastion's listener changed: restarting it"
+    stop_pidfile "$d/bastion.pid" socat 10 log || die "the bastion's socat did not stop"
+  fi
+  if socat_alive "$d/cluster.pid" && (( cluster_changed )); then
+    log "the listener of the cluster behind the bastion changed: restarting it"
+    stop_pidfile "$d/cluster.pid" socat 10 log || die "the cluster listener's socat did not stop"
+  fi
+  # nothing may answer where the cluster behind the bastion is from this network, or "no direct logins" would not hold
+  require_free_port "$BEHIND_PORT" "the cluster behind the bastion, which must not answer on $BEHIND_HOST:$BEHIND_PORT from this network"
+  if ! socat_alive "$d/bastion.pid"; then
+    require_free_port "$BASTION_PORT" "the bastion"
+    start_bg "$d/bastion.log" "$d/bastion-listener"
+    echo $! >"$d/bastion.pid"; started+=" bastion"
+  fi
+  if ! socat_alive "$d/cluster.pid"; then
+    start_bg "$d/cluster.log" unshare --net "$d/cluster-listener"
+    echo $! >"$d/cluster.pid"; started+=" cluster"
+  fi
+  wait_for 20 "the bastion's listener (socat)" "$d/bastion.log" bastion_listening
+  wait_for 20 "the listener of the cluster behind the bastion (socat)" "$d/cluster.log" behind_listening
+  bpid=$(pid_of "$d/bastion.pid"); cpid=$(pid_of "$d/cluster.pid")
+  [[ $(readlink "/proc/$bpid/ns/net") != "$(readlink "/proc/$cpid/ns/net")" ]] \
+    || die "the listener of the cluster behind the bastion (pid $cpid) is in this machine's network"
+  if [[ -n $started ]]; then
+    note="started${started}"
+    log "started the bastion on $BASTION_HOST:$BASTION_PORT (pid $bpid), the cluster behind it on $BEHIND_HOST:$BEHIND_PORT in a network of its own (pid $cpid)"
+  else
+    log "the bastion is already running (pid $bpid), and the cluster behind it (pid $cpid)"
+  fi
+  bastion_client_config | install_file "$d/ssh_config" 644 || true
+  # one login through the bastion proves both sshds, the keys, known_hosts and the session's Slurm environment
+  local deadline=$(( $(date +%s) + 20 )) out=""
+  until out=$(ssh -F "$d/ssh_config" runyard-behind 'echo "$SLURM_CONF"' 2>>"$d/ssh-client.log" 9>&-); do
+    (( $(date +%s) < deadline )) || { tail -n 25 "$d/bastion.log" "$d/cluster.log" >&2; die "no ssh login through the bastion to $BEHIND_HOST:$BEHIND_PORT after 20 s (logs: $d/bastion.log, $d/cluster.log, $d/ssh-client.log)"; }
+    sleep 0.2
+  done
+  [[ $out == "$S/slurm/slurm.conf" ]] || die "a login through the bastion has SLURM_CONF='$out', not $S/slurm/slurm.conf"
+  if timeout 5 bash -c "exec 3<>/dev/tcp/$BEHIND_HOST/$BEHIND_PORT" 2>/dev/null; then
+    die "$BEHIND_HOST:$BEHIND_PORT answers from this machine's network: the cluster behind the bastion must not"
+  fi
+  timing bastion "$t0" "$note"
 }
 
 # =========================================================================================== 2. Slurm
@@ -602,6 +825,8 @@ start_chromium() {
   local t0 note=cached profile out
   t0=$(now)
   if ! command -v chromium >/dev/null; then apt_install chromium; note=installed; fi
+  # the shells whose completion scripts the CLI tests run (runyard completion zsh|fish), beside the browser
+  if ! command -v zsh >/dev/null || ! command -v fish >/dev/null; then apt_install zsh fish; note=installed; fi
   CHROMIUM=$(command -v chromium) || die "no chromium on PATH after installing Debian's chromium package"
   profile=$(mktemp -d "$S/chromium-profile.XXXXXX")
   out=$(timeout 60 "$CHROMIUM" "${CHROMIUM_FLAGS[@]}" --user-data-dir="$profile" \
@@ -656,6 +881,7 @@ finish_ray() {
 # ==================================================================================================== main
 REMOTE_PYTHON="" IMAGE_PY="" RAY_JOB_PY=""
 has ssh && start_ssh
+has bastion && start_bastion
 has slurm && start_slurm
 has torch && start_torch
 has ray && start_ray_venv
@@ -754,6 +980,16 @@ q() { printf "%q" "$1"; }
     echo "export RUNYARD_TEST_SSH_PUBKEY=$(q "$S/ssh/client_key.pub")"
     echo "export RUNYARD_TEST_SSH_KNOWN_HOSTS=$(q "$S/ssh/known_hosts")"
     echo "export RUNYARD_TEST_SSH_PYTHON=$(q "$REMOTE_PYTHON")"
+  fi
+  if has bastion; then
+    echo "export RUNYARD_TEST_BASTION_HOST=$BASTION_HOST"
+    echo "export RUNYARD_TEST_BASTION_PORT=$BASTION_PORT"
+    echo "export RUNYARD_TEST_BASTION_USER=$SSH_USER"
+    echo "export RUNYARD_TEST_BASTION_KEY=$(q "$S/ssh/client_key")"
+    echo "export RUNYARD_TEST_BASTION_KNOWN_HOSTS=$(q "$S/ssh/known_hosts")"
+    echo "export RUNYARD_TEST_BASTION_TARGET_HOST=$BEHIND_HOST"
+    echo "export RUNYARD_TEST_BASTION_TARGET_PORT=$BEHIND_PORT"
+    echo "export RUNYARD_TEST_BASTION_SSH_CONFIG=$(q "$S/bastion/ssh_config")"
   fi
   if has slurm; then
     echo "export SLURM_CONF=$(q "$S/slurm/slurm.conf")"

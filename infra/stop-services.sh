@@ -58,7 +58,10 @@ if [[ -f $S/slurm/etc-link-created && -L /etc/slurm/slurm.conf && $(readlink /et
   rm -f /etc/slurm/slurm.conf "$S/slurm/etc-link-created"; log "removed the /etc/slurm/slurm.conf symlink"
 fi
 
-# 2. our sshd (a system sshd has another PID file and is never touched)
+# 2. the bastion and the cluster behind it (their socat listeners; the network namespace of the cluster behind it goes
+# with its listener and its last session), then our sshd (a system sshd has another PID file and is never touched)
+stop_one "$S/bastion/bastion.pid" socat 10
+stop_one "$S/bastion/cluster.pid" socat 10
 stop_one "$S/ssh/sshd.pid" sshd 10
 
 # 3. Docker: the image on request, then dockerd only if start-services.sh started it

@@ -1,5 +1,5 @@
 """Shared test set-up: every test gets its own runyard home, and task processes can import
-the task functions in tests/taskdefs.py. The session fixtures ssh_server, slurm_cluster,
+the task functions in tests/taskdefs.py. The session fixtures ssh_server, bastion, slurm_cluster,
 docker_engine, torch_python, chromium, ray_address and ray_python describe the real services
 infra/start-services.sh starts; own_ray_head gives a test a Ray head of its own (docs/testing.md)."""
 
@@ -73,6 +73,26 @@ class SshServer:
     user: str
     key: str
     known_hosts: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Bastion:
+    """The test bed's jump host on ``host:port`` (the `bastion` component), and the login node
+    of the test cluster behind it, ``target_host:target_port`` (127.0.0.2, in a network
+    namespace of its own that only the bastion's sshd reaches: nothing answers there from
+    this machine's network). One user and key for both; both host keys are in
+    ``known_hosts`` (the test sshd's file). The bastion forwards to the target only and runs
+    no commands. ``ssh_config``: an OpenSSH client config naming them (``runyard-bastion``,
+    ``runyard-behind`` through it, and the test sshd as ``runyard-login``)."""
+
+    host: str
+    port: int
+    user: str
+    key: str
+    known_hosts: str
+    target_host: str
+    target_port: int
+    ssh_config: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +207,35 @@ def ssh_server() -> SshServer:
     except OSError as e:
         _unavailable("the test sshd", f"nothing answers on {server.host}:{server.port} ({e})")
     return server
+
+
+@pytest.fixture(scope="session")
+def bastion(ssh_server: SshServer) -> Bastion:
+    """The test bed's bastion and the login node behind it (RUNYARD_TEST_BASTION_*)."""
+    names = ("HOST", "PORT", "USER", "KEY", "KNOWN_HOSTS", "TARGET_HOST", "TARGET_PORT", "SSH_CONFIG")
+    f = _facts("the test bastion", *(f"RUNYARD_TEST_BASTION_{n}" for n in names))
+    b = Bastion(
+        host=f["RUNYARD_TEST_BASTION_HOST"],
+        port=int(f["RUNYARD_TEST_BASTION_PORT"]),
+        user=f["RUNYARD_TEST_BASTION_USER"],
+        key=f["RUNYARD_TEST_BASTION_KEY"],
+        known_hosts=f["RUNYARD_TEST_BASTION_KNOWN_HOSTS"],
+        target_host=f["RUNYARD_TEST_BASTION_TARGET_HOST"],
+        target_port=int(f["RUNYARD_TEST_BASTION_TARGET_PORT"]),
+        ssh_config=f["RUNYARD_TEST_BASTION_SSH_CONFIG"],
+    )
+    for path in (b.key, b.known_hosts, b.ssh_config):
+        if not os.path.isfile(path):
+            _unavailable("the test bastion", f"{path} does not exist")
+    with open(b.known_hosts) as known:
+        listed = known.read()
+    if f"[{b.host}]:{b.port} " not in listed:
+        _unavailable("the test bastion", f"{b.known_hosts} has no host key of {b.host}:{b.port}")
+    try:
+        socket.create_connection((b.host, b.port), timeout=5).close()
+    except OSError as e:
+        _unavailable("the test bastion", f"nothing answers on {b.host}:{b.port} ({e})")
+    return b
 
 
 @pytest.fixture(scope="session")
@@ -424,7 +473,7 @@ def own_ray_head(ray_python: str) -> Iterator[RayHead]:
 
 
 _SERVICE_MARKERS = {
-    "ssh_server": "ssh", "slurm_cluster": "slurm", "docker_engine": "docker", "ray_address": "ray", "own_ray_head": "ray",
+    "ssh_server": "ssh", "bastion": "ssh", "slurm_cluster": "slurm", "docker_engine": "docker", "ray_address": "ray", "own_ray_head": "ray",
 }  # fmt: skip
 
 

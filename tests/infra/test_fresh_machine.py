@@ -4,7 +4,8 @@
 - infra/start-services.sh, with a dpkg-query on PATH that has never heard of any package (it
   answers as the real one does for an unknown name), in a new state dir on unused ports beside
   the running test bed: every package goes through apt_install (the real apt-get), and a new
-  sshd, munge key, MariaDB datadir, slurmdbd, slurmctld, a slurmd for each of the two nodes,
+  sshd, bastion with the login node behind it (in a network namespace of its own), munge key,
+  MariaDB datadir, slurmdbd, slurmctld, a slurmd for each of the two nodes,
   test image, torch venv and ray venv (pip, from Debian's python3) and a Ray head come up from
   nothing, then infra/stop-services.sh removes them again.
 - dev.sh in a fresh clone (the working tree's files over a `git clone`), on Debian's PATH with no
@@ -193,6 +194,8 @@ class FreshBed:
 
 PID_FILES = [
     "ssh/sshd.pid",
+    "bastion/bastion.pid",
+    "bastion/cluster.pid",
     "munge/munged.pid",
     "mysql/mysqld.pid",
     "slurm/slurmdbd.pid",
@@ -224,18 +227,19 @@ def ray_daemons(state: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def fresh_bed(knows_nothing: str) -> Iterator[FreshBed]:
-    """start-services.sh for ssh, slurm, docker, torch and ray on a machine whose dpkg knows no package,
+    """start-services.sh for ssh, bastion, slurm, docker, torch and ray on a machine whose dpkg knows no package,
     in a new state dir (short, for unix socket paths) on unused ports, with a new image tag;
     stopped and purged afterwards, and then none of its daemons may be left."""
     state = Path(tempfile.mkdtemp(prefix="ry-fresh-", dir="/tmp"))
     state.chmod(0o755)  # munged wants a world-searchable socket directory
-    ssh, ctld, slurmd, slurmd2, dbd, mysql = free_ports(6)
+    ssh, bastion, ctld, slurmd, slurmd2, dbd, mysql = free_ports(7)
     image = f"runyard-test/fresh-{uuid.uuid4().hex[:8]}:3.11"
     env = fresh_env(
         knows_nothing,
         RUNYARD_INFRA_DIR=str(state),
-        RUNYARD_INFRA_COMPONENTS="ssh slurm docker torch ray",
+        RUNYARD_INFRA_COMPONENTS="ssh bastion slurm docker torch ray",
         RUNYARD_INFRA_SSH_PORT=str(ssh),
+        RUNYARD_INFRA_BASTION_PORT=str(bastion),
         RUNYARD_INFRA_SLURMCTLD_PORT=str(ctld),
         RUNYARD_INFRA_SLURMD_PORT=str(slurmd),
         RUNYARD_INFRA_SLURMD2_PORT=str(slurmd2),
@@ -270,6 +274,7 @@ def test_start_services_installs_every_package_through_apt_on_a_machine_that_has
     for packages in (
         "iproute2",
         "openssh-server openssh-client",
+        "socat",
         "munge slurmctld slurmd slurm-client slurmdbd mariadb-server mariadb-client",
         "mmdebstrap",
     ):
@@ -306,6 +311,30 @@ def test_the_fresh_sshd_accepts_its_new_key_with_strict_host_key_checking(fresh_
     refused = ssh_to(fresh_bed, "true", known_hosts=str(empty))
     assert refused.returncode == 255 and "Host key verification failed" in refused.stderr
     assert_new(fresh_bed, "ssh/ssh_host_ed25519_key.pub")
+
+
+def test_the_fresh_bastion_is_the_only_way_to_its_login_node(fresh_bed: FreshBed) -> None:
+    f = fresh_bed.facts
+    ssh = ["ssh", "-F", f["RUNYARD_TEST_BASTION_SSH_CONFIG"]]
+    assert f["RUNYARD_TEST_BASTION_SSH_CONFIG"] == f"{fresh_bed.state}/bastion/ssh_config"
+    assert (f["RUNYARD_TEST_BASTION_KNOWN_HOSTS"], f["RUNYARD_TEST_BASTION_HOST"]) == (
+        f["RUNYARD_TEST_SSH_KNOWN_HOSTS"], "127.0.0.1",
+    )  # fmt: skip
+    through = sh([*ssh, "runyard-behind", "echo $SLURM_CONF"], fresh_env(), timeout=60)
+    assert (through.returncode, through.stdout) == (0, f"{fresh_bed.state}/slurm/slurm.conf\n"), (
+        through.stderr
+    )
+    direct = sh([*ssh, "-o", "ProxyJump=none", "runyard-behind", "true"], fresh_env(), timeout=60)
+    assert direct.returncode == 255 and "Connection refused" in direct.stderr, direct.stderr
+    for side in ("bastion", "cluster"):
+        assert_new(fresh_bed, f"bastion/{side}_host_ed25519_key.pub")
+    # its login node listens in a network of its own: neither this one nor the running bed's
+    nets = {
+        bed: os.readlink(f"/proc/{(bed / 'bastion/cluster.pid').read_text().strip()}/ns/net")
+        for bed in (fresh_bed.state, RUNNING_BED) if (bed / "bastion/cluster.pid").exists()
+    }  # fmt: skip
+    assert nets[fresh_bed.state] != os.readlink("/proc/self/ns/net")
+    assert len(set(nets.values())) == len(nets)
 
 
 def test_the_fresh_cluster_has_its_own_munge_key_and_accounting_database(fresh_bed: FreshBed) -> None:

@@ -1,6 +1,6 @@
-"""The test bed works: the sshd, the Slurm cluster behind it, the Docker engine, the torch venv
-and the Ray head that infra/start-services.sh starts, reached through the fixtures of
-tests/conftest.py."""
+"""The test bed works: the sshd, the bastion and the login node only it reaches, the Slurm
+cluster behind them, the Docker engine, the torch venv and the Ray head that
+infra/start-services.sh starts, reached through the fixtures of tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import pytest
 from runyard.store import pid_alive
 
 if TYPE_CHECKING:
-    from conftest import DockerEngine, RayHead, SlurmCluster, SshServer
+    from conftest import Bastion, DockerEngine, RayHead, SlurmCluster, SshServer
 
 REPO = Path(__file__).resolve().parents[2]
 RAY_HEAD_SCRIPT = str(REPO / "infra" / "ray-head.sh")
@@ -82,6 +83,106 @@ def test_remote_shell_has_python3_and_the_clusters_slurm_conf(slurm_cluster: Slu
     with ssh_session(slurm_cluster.ssh) as client:
         rc, out, err = run(client, "python3 -c 'import sys; print(sys.version_info[0])'; echo $SLURM_CONF")
     assert (rc, out.split(), err) == (0, ["3", slurm_cluster.slurm_conf], "")
+
+
+# --------------------------------------------------------------------------------- bastion
+
+
+def strict_client(known_hosts: str) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.load_host_keys(known_hosts)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
+
+
+@contextlib.contextmanager
+def through_the_bastion(b: Bastion) -> Iterator[tuple[paramiko.SSHClient, paramiko.SSHClient]]:
+    """ProxyJump by hand: a session on the bastion, and one on the login node behind it over a
+    direct-tcpip channel of the first; both host keys checked against known_hosts."""
+    jump, behind = strict_client(b.known_hosts), strict_client(b.known_hosts)
+    login = {
+        "username": b.user,
+        "key_filename": b.key,
+        "allow_agent": False,
+        "look_for_keys": False,
+        "timeout": 10,
+    }
+    try:
+        jump.connect(b.host, port=b.port, **login)
+        transport = jump.get_transport()
+        assert transport is not None
+        channel = transport.open_channel("direct-tcpip", (b.target_host, b.target_port), ("127.0.0.1", 0))
+        behind.connect(b.target_host, port=b.target_port, sock=channel, **login)
+        yield jump, behind
+    finally:
+        behind.close()
+        jump.close()
+
+
+def test_the_login_node_behind_the_bastion_refuses_a_direct_connection_and_answers_through_it(
+    bastion: Bastion, slurm_cluster: SlurmCluster
+) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((bastion.target_host, bastion.target_port), timeout=5)
+    with through_the_bastion(bastion) as (_, behind):
+        rc, out, err = run(behind, "echo $SLURM_CONF; sinfo -h -o %P")
+    assert rc == 0, err
+    conf, *partitions = out.split()
+    assert conf == slurm_cluster.slurm_conf
+    assert f"{slurm_cluster.default_partition}*" in partitions
+
+
+def test_the_bastion_runs_no_commands_and_forwards_only_to_the_login_node_behind_it(bastion: Bastion) -> None:
+    with through_the_bastion(bastion) as (jump, _):
+        rc, out, err = run(jump, "true")
+        assert (rc, out) == (1, "")
+        assert "this is the bastion, a jump host (ProxyJump): it runs no commands" in err
+        transport = jump.get_transport()
+        assert transport is not None
+        with pytest.raises(paramiko.ChannelException, match="Administratively prohibited"):
+            transport.open_channel(
+                "direct-tcpip", ("127.0.0.1", int(os.environ["RUNYARD_TEST_SSH_PORT"])), ("127.0.0.1", 0)
+            )
+
+
+def test_openssh_reaches_the_login_node_behind_the_bastion_with_the_beds_ssh_config(
+    bastion: Bastion, slurm_cluster: SlurmCluster
+) -> None:
+    ssh = ["ssh", "-F", bastion.ssh_config]
+    through = subprocess.run(
+        [*ssh, "runyard-behind", "sinfo -h -o %P"], capture_output=True, text=True, timeout=60
+    )
+    assert through.returncode == 0, through.stderr
+    assert f"{slurm_cluster.default_partition}*" in through.stdout.split()
+    direct = subprocess.run(
+        [*ssh, "-o", "ProxyJump=none", "runyard-behind", "true"], capture_output=True, text=True, timeout=60
+    )
+    assert direct.returncode == 255 and "Connection refused" in direct.stderr, direct.stderr
+
+
+def test_the_bastion_listens_on_loopback_and_the_login_node_behind_it_in_a_network_of_its_own(
+    bastion: Bastion,
+) -> None:
+    state = os.environ.get("RUNYARD_INFRA_DIR", "/tmp/runyard-infra")
+    jump, behind = (
+        Path(f"{state}/bastion/{name}.pid").read_text().strip() for name in ("bastion", "cluster")
+    )
+    for pid in (jump, behind):
+        assert os.path.basename(os.readlink(f"/proc/{pid}/exe")) == "socat"
+    assert sorted(a for a, pids in listeners().items() if int(jump) in pids) == [
+        f"{bastion.host}:{bastion.port}"
+    ]
+    assert os.readlink(f"/proc/{jump}/ns/net") == os.readlink("/proc/self/ns/net")
+    assert os.readlink(f"/proc/{behind}/ns/net") != os.readlink("/proc/self/ns/net")
+    inside = subprocess.run(
+        ["nsenter", f"--net=/proc/{behind}/ns/net", "ss", "-Hltnp"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert [line.split()[3] for line in inside.splitlines()] == [
+        f"{bastion.target_host}:{bastion.target_port}"
+    ]
 
 
 # ----------------------------------------------------------------------------------- slurm

@@ -55,7 +55,7 @@ def test_a_config_file_gives_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     executor = run.SlurmExecutor()
 
-    assert executor.tunnel == run.SSHTunnel("hpc.example.org", "ada", job_dir="/scratch/jobs")
+    assert executor.tunnel == run.SSHTunnel("hpc.example.org", "ada", port=22, job_dir="/scratch/jobs")
     assert executor.qos == "high"
 
 

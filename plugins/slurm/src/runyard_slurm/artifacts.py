@@ -36,7 +36,8 @@ from runyard_slurm.tunnel import Session, session_for
 def _address(tunnel: SSHTunnel | LocalTunnel, path: str) -> str:
     if isinstance(tunnel, LocalTunnel):
         return path
-    return f"ssh://{tunnel.user + '@' if tunnel.user else ''}{tunnel.host}:{tunnel.port}{path}"
+    port = f":{tunnel.port}" if tunnel.port is not None else ""  # None: the SSH config's, else 22
+    return f"ssh://{tunnel.user + '@' if tunnel.user else ''}{tunnel.host}{port}{path}"
 
 
 def _tunnel_for_address(address: str) -> tuple[SSHTunnel | LocalTunnel, str]:
@@ -44,13 +45,13 @@ def _tunnel_for_address(address: str) -> tuple[SSHTunnel | LocalTunnel, str]:
     if not address.startswith("ssh://"):
         return LocalTunnel(), address
     parts = urlsplit(address)
-    host, port, user = parts.hostname or "", parts.port or 22, parts.username
+    host, port, user = parts.hostname or "", parts.port, parts.username
     default = default_tunnel()
     if isinstance(default, SSHTunnel) and (default.host, default.port, default.user) == (host, port, user):
         return default, parts.path
     d = load_defaults()
     return SSHTunnel(host=host, user=user, port=port, identity=d.identity, known_hosts=d.known_hosts,
-                     trust_new_host=d.trust_new_host), parts.path  # fmt: skip
+                     trust_new_host=d.trust_new_host, ssh_config=d.ssh_config), parts.path  # fmt: skip
 
 
 def _experiment_tunnel(experiment: ExperimentInfo) -> SSHTunnel | LocalTunnel:

@@ -7,8 +7,9 @@ Read from environment variables first, then from a TOML file, so that the guide'
 |---|---|---|
 | ``RUNYARD_SLURM_HOST`` | ``host`` | login node to reach over SSH; ``local``: Slurm on this machine |
 | ``RUNYARD_SLURM_USER`` | ``user`` | SSH user (default: your local user name) |
-| ``RUNYARD_SLURM_PORT`` | ``port`` | SSH port (default 22) |
-| ``RUNYARD_SLURM_KEY`` | ``identity`` | private key file (default: ssh-agent, then ``~/.ssh/id_*``) |
+| ``RUNYARD_SLURM_PORT`` | ``port`` | SSH port (default: the SSH config's ``Port``, else 22) |
+| ``RUNYARD_SLURM_KEY`` | ``identity`` | private key file (default: the SSH config's, else ssh-agent, then ``~/.ssh/id_*``) |
+| ``RUNYARD_SLURM_SSH_CONFIG`` | ``ssh_config`` | OpenSSH client config (default ``~/.ssh/config`` if it exists; ``none``: none) |
 | ``RUNYARD_SLURM_KNOWN_HOSTS`` | ``known_hosts`` | known_hosts file (default ``~/.ssh/known_hosts``) |
 | ``RUNYARD_SLURM_TRUST_NEW_HOST`` | ``trust_new_host`` | ``1``: accept and record an unknown host key |
 | ``RUNYARD_SLURM_JOB_DIR`` | ``job_dir`` | job directory on the cluster (default ``~/.runyard/jobs``) |
@@ -40,6 +41,7 @@ _KEYS: dict[str, tuple[str, type]] = {
     "host": ("HOST", str),
     "user": ("USER", str),
     "port": ("PORT", int),
+    "ssh_config": ("SSH_CONFIG", str),
     "identity": ("KEY", str),
     "known_hosts": ("KNOWN_HOSTS", str),
     "trust_new_host": ("TRUST_NEW_HOST", bool),
@@ -57,7 +59,8 @@ class ClusterDefaults:
 
     host: str | None = None
     user: str | None = None
-    port: int = 22
+    port: int | None = None  # the SSH config's Port, else 22
+    ssh_config: str | None = None
     identity: str | None = None
     known_hosts: str | None = None
     trust_new_host: bool = False

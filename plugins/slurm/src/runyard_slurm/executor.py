@@ -92,8 +92,12 @@ def _number_or_zero(instance: Any, attribute: attrs.Attribute[Any], value: Any) 
 
 
 def _port(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        raise ConfigError(f"{type(instance).__name__}.port must be a port number (1-65535), got {value!r}")
+        raise ConfigError(
+            f"{type(instance).__name__}.port must be a port number (1-65535) or None, got {value!r}"
+        )
 
 
 def _default_job_dir() -> str:
@@ -102,14 +106,19 @@ def _default_job_dir() -> str:
 
 @attrs.define
 class SSHTunnel:
-    """A Slurm login node reached over SSH (paramiko).
+    """A Slurm login node reached over SSH (paramiko), directly or through jump hosts.
 
-    :param host: the login node's host name or address.
-    :param user: SSH user; default: your local user name.
-    :param port: SSH port.
-    :param identity: private key file; default: the keys of ssh-agent, then ``~/.ssh/id_*``.
-    :param known_hosts: known_hosts file the host key is checked against; default
-        ``~/.ssh/known_hosts``. A host whose key does not match is always refused.
+    :param host: the login node's host name or address, or a ``Host`` alias of the SSH
+        config (``ssh_config``), which may give its ``HostName``, ``User``, ``Port``,
+        ``IdentityFile`` and ``ProxyJump`` (jump hosts, each with its own settings there).
+        A field given here beats the config (``sshconfig.py``).
+    :param user: SSH user; default: the config's ``User``, else your local user name.
+    :param port: SSH port; default (None): the config's ``Port``, else 22.
+    :param identity: private key file; default: the config's ``IdentityFile``, else the
+        keys of ssh-agent, then ``~/.ssh/id_*``.
+    :param known_hosts: known_hosts file the host key of every hop (jump hosts and the login
+        node) is checked against; default ``~/.ssh/known_hosts``. A host whose key does not
+        match is always refused.
     :param job_dir: folder on the cluster (shared with the compute nodes) for job files,
         logs and shipped code; ``~`` is the remote home. Default from the cluster defaults,
         else ``~/.runyard/jobs``.
@@ -124,13 +133,15 @@ class SSHTunnel:
         for dead (a network that swallows packets) and opened again; while a command runs,
         one is sent every ``dead_after / 2`` seconds. 0: never (a lost peer then shows only
         when TCP gives up).
+    :param ssh_config: the OpenSSH client config file to read (read again for each new
+        connection); default (None): ``~/.ssh/config`` if it exists; ``"none"``: none.
     """
 
     kind: ClassVar[str] = "ssh"
 
     host: str = attrs.field(validator=_optional_text)
     user: str | None = attrs.field(default=None, validator=_optional_text)
-    port: int = attrs.field(default=22, validator=_port)
+    port: int | None = attrs.field(default=None, validator=_port)
     identity: str | None = attrs.field(default=None, validator=_optional_text)
     known_hosts: str | None = attrs.field(default=None, validator=_optional_text)
     job_dir: str = attrs.field(factory=_default_job_dir, validator=_optional_text)
@@ -139,14 +150,19 @@ class SSHTunnel:
     retry_for: float = attrs.field(default=30.0, validator=_number_or_zero)
     keepalive: float = attrs.field(default=30.0, validator=_number_or_zero)
     dead_after: float = attrs.field(default=5.0, validator=_number_or_zero)
+    ssh_config: str | None = attrs.field(default=None, validator=_optional_text)
 
     def cluster(self) -> str:
-        """The cluster's identity: jobs on equal identities can depend on each other."""
-        return f"ssh://{self.user or ''}@{self.host}:{self.port}"
+        """The cluster's identity: jobs on equal identities can depend on each other. Made of
+        the fields as given (the SSH config is not read): a port left to the config
+        (None) differs from any port given, an SSH config named from the default one."""
+        port = f":{self.port}" if self.port is not None else ""
+        config = f"?ssh_config={self.ssh_config}" if self.ssh_config is not None else ""
+        return f"ssh://{self.user or ''}@{self.host}{port}{config}"
 
     def describe(self) -> str:
         return f"{self.user + '@' if self.user else ''}{self.host}" + (
-            f":{self.port}" if self.port != 22 else ""
+            f":{self.port}" if self.port not in (None, 22) else ""
         )
 
 
@@ -176,7 +192,7 @@ def default_tunnel() -> SSHTunnel | LocalTunnel:
         return LocalTunnel(job_dir=job_dir)
     return SSHTunnel(
         host=d.host, user=d.user, port=d.port, identity=d.identity, known_hosts=d.known_hosts,
-        job_dir=job_dir, trust_new_host=d.trust_new_host,
+        job_dir=job_dir, trust_new_host=d.trust_new_host, ssh_config=d.ssh_config,
     )  # fmt: skip
 
 

@@ -18,10 +18,18 @@ packets) is found by a watchdog: a keepalive that asks for a reply, every
 while an operation waits on it; one left unanswered for ``SSHTunnel.dead_after`` seconds
 closes the connection, which wakes every operation waiting on it (they retry as above).
 
-Host keys are checked against known_hosts; an unknown host is refused unless
+Where the connection goes comes from the tunnel's fields and the user's OpenSSH config
+(``sshconfig.py``: ``Host`` aliases, ``HostName``, ``User``, ``Port``, ``IdentityFile``,
+``ProxyJump``). Through jump hosts, each hop is a paramiko client whose socket is a
+``direct-tcpip`` channel of the hop before it; the watchdog watches the last one (the login
+node's), whose keepalives cross every hop, so a jump host that goes away or swallows packets
+is found like a login node that does, and the whole chain is opened again.
+
+Host keys are checked against known_hosts, at every hop; an unknown host is refused unless
 ``trust_new_host`` is set (then its key is appended to known_hosts). Wrong host keys, a
-refused login and unknown host names fail at once, with a ``BackendError`` that says what to
-fix (never an ``UnreachableError``): retrying cannot fix them.
+refused login, unknown host names, a jump host that may not forward and an unusable SSH config
+fail at once, with a ``BackendError`` that says what to fix and which hop (never an
+``UnreachableError``): retrying cannot fix them.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import attrs
 from runyard.errors import BackendError, BackendRefusedError, UnreachableError
 
 from runyard_slurm.executor import LocalTunnel, SSHTunnel
+from runyard_slurm.sshconfig import Hop, Route, resolve_route
 
 if TYPE_CHECKING:
     import paramiko
@@ -55,6 +64,7 @@ _BACKOFF_MAX = 8.0
 _OUTAGE_RETRY_FIRST = 1.0  # during a known outage: seconds until the first new connection attempt,
 _OUTAGE_RETRY_MAX = 5.0  # doubling up to this
 _PROBE = "keepalive@openssh.com"  # a global request any sshd answers (with "unknown request")
+_OPEN_ADMINISTRATIVELY_PROHIBITED = 1  # a direct-tcpip channel refused by the jump host's sshd config
 
 # paramiko logs a failed connection's traceback from its own thread; the errors raised here say it
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -239,7 +249,7 @@ class _Permanent(BackendRefusedError):
 def _is_transient(exc: BaseException) -> bool:
     import paramiko
 
-    if isinstance(exc, _Permanent):
+    if isinstance(exc, BackendRefusedError):  # _Permanent, SSHConfigError
         return False
     if isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)):
         return False
@@ -272,7 +282,9 @@ class SSHSession(Session):
     def __init__(self, tunnel: SSHTunnel) -> None:
         super().__init__()
         self.tunnel = tunnel
-        self._client: paramiko.SSHClient | None = None
+        self._client: paramiko.SSHClient | None = None  # the login node's
+        self._jumps: list[paramiko.SSHClient] = []  # the jump hosts' on the way, first opened first
+        self._route: Route | None = None  # where the last connection went (resolved then)
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()  # the connection
         self._sftp_lock = threading.RLock()  # paramiko's SFTP client is not thread-safe
@@ -290,18 +302,60 @@ class SSHSession(Session):
 
     @property
     def where(self) -> str:
+        """``user@host:port`` of the login node (and ``via`` the jump hosts), as last resolved."""
+        if self._route is not None:
+            return self._route.where
         t = self.tunnel
-        return f"{t.user or getpass.getuser()}@{t.host}:{t.port}"
+        return f"{t.user or getpass.getuser()}@{t.host}:{t.port or 22}"
 
     # --- connecting ---------------------------------------------------------------------
     def _known_hosts(self) -> str:
         return os.path.expanduser(self.tunnel.known_hosts or os.path.join("~", ".ssh", "known_hosts"))
 
     def _connect_once(self, timeout: float) -> paramiko.SSHClient:
+        """Resolve the route (the SSH config is read again), open each jump host's connection
+        through the one before, then the login node's through the last; start the watchdog."""
+        route = self._route = resolve_route(self.tunnel)
+        opened: list[paramiko.SSHClient] = []
+        sock: paramiko.Channel | None = None
+        try:
+            for index, hop in enumerate(route.jumps):
+                client = self._login(route, hop, index, timeout, sock)
+                opened.append(client)
+                following = route.jumps[index + 1] if index + 1 < len(route.jumps) else route.target
+                sock = self._forward(route, index, client, following, timeout)
+            client = self._login(route, route.target, None, timeout, sock)
+        except BaseException:
+            for jump in reversed(opened):
+                jump.close()
+            raise
+        self._jumps = opened
+        transport = client.get_transport()
+        t = self.tunnel
+        if transport is not None and (t.keepalive or t.dead_after):
+            self._watch_stop = threading.Event()
+            threading.Thread(
+                target=self._watch, args=(transport, self._watch_stop), name=f"runyard-ssh-watch {self.where}",
+                daemon=True,
+            ).start()  # fmt: skip
+        self.connects += 1
+        return client
+
+    def _label(self, route: Route, index: int | None) -> str:
+        """The hop, for messages: the login node (``index`` None) or jump host ``index``."""
+        return self.where if index is None else route.jump_label(index, self.tunnel.host)
+
+    def _login(
+        self, route: Route, hop: Hop, index: int | None, timeout: float, sock: paramiko.Channel | None
+    ) -> paramiko.SSHClient:
+        """An authenticated client of one hop (``index``: the jump host's, None: the login
+        node's), over ``sock`` (a channel of the hop before) or a TCP connection of its own."""
         import paramiko
 
         t = self.tunnel
         known_hosts = self._known_hosts()
+        label = self._label(route, index)
+        behind = route.jumps[:index] if index is not None else route.jumps  # the hops it is reached through
         client = paramiko.SSHClient()
         if os.path.exists(known_hosts):
             try:
@@ -312,54 +366,110 @@ class SSHSession(Session):
             client.set_missing_host_key_policy(_AcceptNewHost(known_hosts))
         else:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        identity = os.path.expanduser(t.identity) if t.identity else None
-        if identity is not None and not os.path.isfile(identity):
-            raise _Permanent(f"SSH key file {identity} (SSHTunnel.identity) does not exist")
+        if hop.keys_from == "SSHTunnel.identity" and index is None and not os.path.isfile(hop.key_files[0]):
+            raise _Permanent(f"SSH key file {hop.key_files[0]} (SSHTunnel.identity) does not exist")
         try:
             client.connect(
-                t.host, port=t.port, username=t.user or getpass.getuser(), key_filename=identity,
-                allow_agent=identity is None, look_for_keys=identity is None, timeout=timeout,
-                banner_timeout=timeout, auth_timeout=timeout,
+                hop.host, port=hop.port, username=hop.user, key_filename=list(hop.key_files) or None,
+                allow_agent=hop.agent, look_for_keys=hop.default_keys, timeout=timeout,
+                banner_timeout=timeout, auth_timeout=timeout, sock=sock,
             )  # fmt: skip
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise _Permanent(
-                f"the host key of {self.where} does not match the one in {known_hosts} "
+                f"the host key of {label} does not match the one in {known_hosts} "
                 f"(got {exc.key.get_name()} {exc.key.get_fingerprint().hex()}): refusing to connect. "
                 "If the server's key really changed, remove the old entry "
-                f"(ssh-keygen -R '[{t.host}]:{t.port}' -f {known_hosts}) and connect again"
+                f"(ssh-keygen -R '{hop.known_hosts_name}' -f {known_hosts}) and connect again"
             ) from None
         except paramiko.AuthenticationException as exc:
             client.close()
-            how = f"key {identity}" if identity else "ssh-agent and ~/.ssh/id_* keys"
+            if hop.key_files and not hop.agent:
+                how = f"key {', '.join(hop.key_files)}"
+            elif hop.key_files:
+                how = f"key {', '.join(hop.key_files)}, ssh-agent" + (
+                    " and ~/.ssh/id_* keys" if hop.default_keys else ""
+                )
+            else:
+                how = "ssh-agent and ~/.ssh/id_* keys"
+            check = (
+                f"check the {hop.keys_from}" if hop.keys_from.startswith("IdentityFile")
+                else "check SSHTunnel.identity / RUNYARD_SLURM_KEY"
+            )  # fmt: skip
             raise _Permanent(
-                f"SSH login to {self.where} was refused with {how}: {exc or type(exc).__name__}; "
-                "check SSHTunnel.identity / RUNYARD_SLURM_KEY and the server's authorized_keys"
+                f"SSH login to {label} was refused with {how}: {exc or type(exc).__name__}; "
+                f"{check} and the server's authorized_keys"
             ) from None
         except socket.gaierror as exc:
             client.close()
-            raise _Permanent(f"cannot resolve host name {t.host!r}: {exc}") from None
+            raise _Permanent(self._unknown_name(route, hop, index, exc)) from None
         except paramiko.SSHException as exc:
             client.close()
             if "known_hosts" in str(exc):
+                if behind:
+                    jumps = ",".join(j.spec for j in behind)
+                    add = (
+                        "It is reached through a jump host, so ssh-keyscan cannot reach it from here: log "
+                        f"in once with OpenSSH (ssh -o UserKnownHostsFile={shlex.quote(known_hosts)} -J {jumps} "
+                        f"-p {hop.port} {hop.user}@{hop.host}) after checking the key it shows"
+                    )
+                else:
+                    add = f"Add its key (ssh-keyscan -p {hop.port} {hop.host} >> {known_hosts}, after checking it)"
                 raise _Permanent(
-                    f"host {self.where} is not in {known_hosts}: refusing to connect to an unknown "
-                    f"host. Add its key (ssh-keyscan -p {t.port} {t.host} >> {known_hosts}, after "
-                    "checking it), or pass trust_new_host=True / RUNYARD_SLURM_TRUST_NEW_HOST=1"
+                    f"host {label} is not in {known_hosts}: refusing to connect to an unknown host. {add}, "
+                    "or pass trust_new_host=True / RUNYARD_SLURM_TRUST_NEW_HOST=1"
                 ) from None
             raise
         except Exception:
             client.close()
             raise
-        transport = client.get_transport()
-        if transport is not None and (t.keepalive or t.dead_after):
-            self._watch_stop = threading.Event()
-            threading.Thread(
-                target=self._watch, args=(transport, self._watch_stop), name=f"runyard-ssh-watch {self.where}",
-                daemon=True,
-            ).start()  # fmt: skip
-        self.connects += 1
         return client
+
+    def _unknown_name(self, route: Route, hop: Hop, index: int | None, exc: socket.gaierror) -> str:
+        t = self.tunnel
+        said = f"cannot resolve host name {hop.host!r}"
+        if index is None:
+            if route.config is not None and hop.host == t.host:
+                return f"{said}: it is no Host alias in {route.config} and DNS does not know it ({exc})"
+            if route.config is not None:
+                return f"{said} (HostName of {t.host!r} in {route.config}): {exc}"
+            return f"{said}: {exc}"
+        where = f" in {route.config}" if route.config is not None else ""
+        if hop.host == hop.name:
+            return (
+                f"{said}, a jump host in the ProxyJump of {t.host!r}{where}: it is no Host alias there and "
+                f"DNS does not know it ({exc})"
+            )
+        return (
+            f"{said} (HostName of the jump host {hop.name!r}{where}, in the ProxyJump of {t.host!r}): {exc}"
+        )
+
+    def _forward(
+        self, route: Route, index: int, client: paramiko.SSHClient, following: Hop, timeout: float
+    ) -> paramiko.Channel:
+        """A channel from jump host ``index`` to the next hop: the next hop's socket."""
+        import paramiko
+
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            raise EOFError("the jump host's connection closed")
+        destination = f"{following.host}:{following.port}"
+        try:
+            channel: paramiko.Channel = transport.open_channel(
+                "direct-tcpip", (following.host, following.port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except paramiko.ChannelException as exc:
+            if exc.code == _OPEN_ADMINISTRATIVELY_PROHIBITED:
+                raise _Permanent(
+                    f"{route.jump_label(index, self.tunnel.host)} refuses to forward a connection to "
+                    f"{destination} ({exc.text}): its sshd's AllowTcpForwarding or PermitOpen forbids it; "
+                    "check the ProxyJump and HostName in the SSH config, or ask the jump host's admins"
+                ) from None
+            # a host that is down, or a name the jump host cannot resolve: it cannot tell which
+            raise ConnectionError(
+                f"the jump host {route.jumps[index].address} cannot connect to {destination} ({exc.text})"
+            ) from None
+        return channel
 
     def _watch(self, transport: paramiko.Transport, stop: threading.Event) -> None:
         """The connection's watchdog: a keepalive that wants a reply, every ``keepalive``
@@ -422,8 +532,11 @@ class SSHSession(Session):
                     pass
             if self._client is not None:
                 self._client.close()
+            for jump in reversed(self._jumps):  # after the login node's, which runs through them
+                jump.close()
             self._sftp = None
             self._client = None
+            self._jumps = []
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         client = self._connected()
