@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shlex
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,3 +104,37 @@ def known_hosts_for(cluster: Cluster, path: Path, port: int) -> str:
     line = Path(cluster.facts.known_hosts).read_text().split(maxsplit=1)[1]
     path.write_text(f"[127.0.0.1]:{port} {line}")
     return str(path)
+
+
+def a_dropped_link_fails_nothing(
+    cluster: Any, tunnel: Any, link: Relay, title: str, error: type[Exception]
+) -> None:
+    """A 3 s task on ``tunnel``; ``link`` (the network on its way to the cluster) goes away while
+    it runs: each poll raises ``error`` ("cannot reach") and changes nothing; once the link is back
+    the task succeeds with its output."""
+    import pytest
+    import taskdefs
+    from runyard.plugins import plugin_manager
+
+    exp = run.Experiment(title)
+    exp.add(
+        run.Config(taskdefs.sleep_then_print, 3, "survived"),
+        executor=cluster.executor(tunnel=tunnel),
+        name="t",
+    )
+    exp.run(detach=True)  # all on Slurm: no supervisor; reading .tasks polls from here
+    backend = plugin_manager().backend("slurm")
+    refs = job_refs(exp, exp.tasks[0].executor)
+
+    link.stop()
+    time.sleep(backend.poll_interval())
+    with pytest.raises(error, match="cannot reach"):  # what the driver gets while it is away
+        backend.poll(refs)
+    for _ in range(2):  # each look polls, fails to reach the cluster, and changes nothing
+        time.sleep(backend.poll_interval())
+        assert exp.tasks[0].status in ("SUBMITTED", "RUNNING")
+    link.start()
+
+    until(lambda: exp.tasks[0].status.is_final, "the task to end")
+    assert exp.tasks[0].status == "SUCCEEDED"
+    assert exp.get_logs("t").stdout == "survived\n"

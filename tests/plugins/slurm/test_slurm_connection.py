@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 import runyard as run
 import taskdefs
-from _slurm_helpers import Cluster, Relay, job_refs, known_hosts_for, returns_within, until
+from _slurm_helpers import (
+    Cluster,
+    Relay,
+    a_dropped_link_fails_nothing,
+    job_refs,
+    known_hosts_for,
+    returns_within,
+    until,
+)  # fmt: skip
 from runyard.errors import BackendError, BackendRefusedError, UnreachableError
 from runyard.plugins import plugin_manager
 from runyard_slurm.tunnel import close_sessions, session_for
@@ -181,29 +189,7 @@ def test_a_connection_lost_while_a_job_runs_never_fails_it(
     tunnel = cluster.tunnel(
         port=relay.port, known_hosts=known_hosts_for(cluster, tmp_path / "kh", relay.port), retry_for=0.5
     )
-    exp = run.Experiment("network-drop")
-    exp.add(
-        run.Config(taskdefs.sleep_then_print, 3, "survived"),
-        executor=cluster.executor(tunnel=tunnel),
-        name="t",
-    )
-    exp.run(detach=True)  # all on Slurm: no supervisor; reading .tasks polls from here
-
-    backend = plugin_manager().backend("slurm")
-    refs = job_refs(exp, exp.tasks[0].executor)
-
-    relay.stop()
-    time.sleep(backend.poll_interval())
-    with pytest.raises(BackendError, match="cannot reach"):  # what the driver gets while it is down
-        backend.poll(refs)
-    for _ in range(2):  # each look polls, fails to reach the cluster, and changes nothing
-        time.sleep(backend.poll_interval())
-        assert exp.tasks[0].status in ("SUBMITTED", "RUNNING")
-    relay.start()
-
-    until(lambda: exp.tasks[0].status.is_final, "the task to end")
-    assert exp.tasks[0].status == "SUCCEEDED"
-    assert exp.get_logs("t").stdout == "survived\n"
+    a_dropped_link_fails_nothing(cluster, tunnel, relay, "network-drop", BackendError)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,8 @@ from typing import Any
 import pytest
 import runyard as run
 import taskdefs
-from _slurm_helpers import Cluster, Relay, job_refs, returns_within, until
+from _slurm_helpers import Cluster, Relay, a_dropped_link_fails_nothing, returns_within, until
 from runyard.errors import BackendError, BackendRefusedError, UnreachableError
-from runyard.plugins import plugin_manager
 from runyard_slurm.tunnel import close_sessions, session_for
 
 
@@ -415,28 +413,7 @@ def test_the_bastion_going_away_while_a_job_runs_fails_nothing(
     cluster: Cluster, bastion: Any, bastion_relay: Relay, tmp_path: Path
 ) -> None:
     tunnel = relayed(bastion, bastion_relay, tmp_path, retry_for=0.5, job_dir=cluster.job_dir)
-    exp = run.Experiment("bastion-drop")
-    exp.add(
-        run.Config(taskdefs.sleep_then_print, 3, "survived"),
-        executor=cluster.executor(tunnel=tunnel),
-        name="t",
-    )
-    exp.run(detach=True)  # all on Slurm: no supervisor; reading .tasks polls from here
-    backend = plugin_manager().backend("slurm")
-    refs = job_refs(exp, exp.tasks[0].executor)
-
-    bastion_relay.stop()
-    time.sleep(backend.poll_interval())
-    with pytest.raises(UnreachableError, match="cannot reach"):  # what the driver gets while it is away
-        backend.poll(refs)
-    for _ in range(2):  # each look polls, fails to reach the cluster, and changes nothing
-        time.sleep(backend.poll_interval())
-        assert exp.tasks[0].status in ("SUBMITTED", "RUNNING")
-    bastion_relay.start()
-
-    until(lambda: exp.tasks[0].status.is_final, "the task to end")
-    assert exp.tasks[0].status == "SUCCEEDED"
-    assert exp.get_logs("t").stdout == "survived\n"
+    a_dropped_link_fails_nothing(cluster, tunnel, bastion_relay, "bastion-drop", UnreachableError)
 
 
 def test_a_bastion_that_swallows_packets_is_found_dead_by_the_keepalive(
