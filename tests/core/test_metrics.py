@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import random
+import re
 
 import metrictasks
 import pytest
 import runyard as run
 from runyard.errors import ConfigError, UnknownTaskError
-from runyard.metrics import MetricParser, MetricPoint, lower_is_better
+from runyard.metrics import DEFAULT_PATTERNS, MetricParser, MetricPoint, lower_is_better
 from runyard.store import open_store
 
 
@@ -221,10 +223,141 @@ def test_user_patterns_that_start_with_a_look_behind_a_word_boundary_or_a_group_
         "no speed here: tokens / s 5",
         "10% | 1/10 [00:01, loss: 0.25]\r20% | 2/10 [00:02, loss: 0.125 12 tokens/s]",
     )
-    assert parsed(data, patterns) == [
-        ("loss", 0.5, None), ("lr", 0.1, None), ("speed", 1834.0, 3), ("lr", 2.0, 3), ("loss", 0.25, 1),
+    assert parsed(data, patterns) == [  # (of one line or update, metric by metric: the patterns' order)
+        ("loss", 0.5, None), ("lr", 0.1, None), ("lr", 2.0, 3), ("speed", 1834.0, 3), ("loss", 0.25, 1),
         ("loss", 0.125, 2), ("speed", 12.0, 2),
     ]  # fmt: skip
+
+
+def test_each_line_and_each_update_is_searched_as_a_string_of_its_own() -> None:
+    """``^`` and ``$`` are where a line's text (past its stamp) or an update starts and ends."""
+    patterns = {"n": r"^(\d+)$", "loss": r"^loss: (\d+)"}
+    data = journal("42", "loss: 7 then 8", "a 43", "loss: 1\r44\rloss: 2 x\r45 b")
+    assert parsed(data, patterns) == [("n", 42.0, None), ("loss", 7.0, None), ("loss", 1.0, None),
+                                      ("n", 44.0, None), ("loss", 2.0, None)]  # fmt: skip
+
+
+def test_patterns_without_a_literal_or_that_ignore_case_are_searched_everywhere() -> None:
+    """(Other patterns are searched only in the lines that hold their literal, for speed.)"""
+    patterns = {"any": r"(?i)LOSS=(\d+)", "num": r"(\d+\.\d+)s\b"}
+    data = journal("Loss=3 took 2.5s", "nothing", "x loss=4 \r 1.25s \r lOsS=5")
+    assert parsed(data, patterns) == [("any", 3.0, None), ("num", 2.5, None), ("any", 4.0, None),
+                                      ("num", 1.25, None), ("any", 5.0, None)]  # fmt: skip
+
+
+def test_several_metrics_of_a_progress_bar_come_update_by_update() -> None:
+    bar = "\r".join(f"{s * 33}%|##  | {s}/3 [00:0{s}, acc=0.{s}, loss={s}]" for s in (1, 2, 3))
+    patterns = {"loss": r"loss=(\d+)", "acc": r"acc=([\d.]+)"}
+    assert parsed(journal(bar), patterns) == [
+        ("loss", 1.0, 1), ("acc", 0.1, 1), ("loss", 2.0, 2), ("acc", 0.2, 2), ("loss", 3.0, 3), ("acc", 0.3, 3),
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------- the parser against a plain reading
+STEP_WORDS = ("step", "iter", "batch", "epoch")
+
+
+def plain_step(piece: str) -> int | None:
+    """The step rule of the user guide, written plainly."""
+    low = piece.lower()
+    for word in STEP_WORDS:
+        m = re.search(rf"(?<![\w-]){word}(?:ation)?s?[ \t]*[:=#]?[ \t]*(\d+)", low)
+        if m:
+            return int(m[1])
+    m = re.search(r"\|[ \t]*(\d+)/\d+[ \t]*\[", low)
+    return int(m[1]) if m else None
+
+
+def plain_reading(data: bytes, patterns: dict[str, str]) -> list[tuple[str, str, int | None, dt.datetime]]:
+    """What the parser must find, read the slow and obvious way: line by line, update by update,
+    pattern by pattern, every match whose group is a number."""
+    out = []
+    for line in data.decode("utf-8", "replace").split("\n"):
+        stamp, _, rest = line.partition(" ")
+        try:
+            when = dt.datetime.fromtimestamp(float(stamp), tz=dt.timezone.utc)
+        except ValueError:
+            continue
+        for piece in rest[2:].split("\r"):
+            for name, regex in patterns.items():
+                for m in re.finditer(regex, piece):
+                    try:
+                        out.append((name, repr(float(m[1])), plain_step(piece), when))
+                    except ValueError:
+                        pass
+    return out
+
+
+def messy_journal(seed: int, lines: int = 500) -> bytes:
+    """Training output of every kind: step lines, progress bars (values in every update, in
+    some, two in one), metrics that are not `loss`, case and lowering that changes length,
+    numbers that are not numbers, CRLF, lines without a stamp, empty lines."""
+    rng = random.Random(seed)
+
+    def number() -> str:
+        return rng.choice(
+            [f"{rng.random():.4f}", f"{rng.randint(0, 9)}", f"{rng.random():.2e}", "-.5", "x", "1.2.3"]
+        )
+
+    def update(s: int) -> str:
+        return rng.choice([
+            f"{s * 10}%|###  | {s}/9 [00:0{s}<00:01, 3.2it/s, loss={number()}]",
+            f"Epoch {s}: {s}/9 loss={number()} acc={number()}",
+            f"iter {s} loss: {number()} loss: {number()}",
+            f"no value {s}", "", f"loss: {number()} tokens/s 12", f"^loss: {number()}", f"{s} ",
+        ])  # fmt: skip
+
+    kinds = [
+        lambda i: f"step {i}/100 loss: {number()} accuracy={number()}",
+        lambda i: f"Epoch 3 | iter {i} | loss={number()} lr={number()}",
+        lambda i: "\r".join(update(s) for s in range(1, rng.randint(2, 12))),
+        lambda i: "\r".join(  # updates that begin alike, or nearly
+            f"{rng.choice(['Epoch', 'epoch'])} {rng.choice(['3', '3', '35'])}: {s}/9 loss={number()}"
+            f"{rng.choice(['', '', ' step 7'])}"
+            for s in range(1, rng.randint(2, 9))
+        ),
+        lambda i: f"val_loss: {number()} train.loss: {number()} xloss={number()} reducing loss scale",
+        lambda i: f"İstanbul STEP {i}: loss: {number()} grad_norm={number()}",
+        lambda i: f"{number()} tokens/s, lr={number()} batch #{i}",
+        lambda i: f"loss: {number()}\r",
+        lambda i: f"LOSS={number()} Accuracy: {number()}",
+        lambda i: f"{i}",
+    ]
+    parts = []
+    for i in range(lines):
+        roll = rng.random()
+        if roll < 0.05:
+            parts.append(f"no stamp here loss: {number()}\n")
+        elif roll < 0.08:
+            parts.append("\n")
+        else:
+            parts.append(
+                f"{1700000000 + i}.{rng.randint(0, 999999):06d} {rng.choice('oe')} {rng.choice(kinds)(i)}\n"
+            )
+    return "".join(parts).encode()
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        None,
+        {"loss": r"(?<![\w.])loss[:=] ?([-+]?\d*\.?\d+(?:e[-+]?\d+)?)", "lr": r"\blr[:=] ?([\d.e-]+)",
+         "grad_norm": r"grad_norm[:=] ?(\d*\.?\d+)", "tokens_per_s": r"(\S+) tokens/s"},
+        {"start": r"^\^?loss: (\S+)$", "any": r"(?i)loss=(\S+)", "spaced": r"loss:\s*(\d+)", "acc": r"acc=(\S*)",
+         "bare": r"^(\d+)\s*$"},
+    ],
+    ids=["defaults", "user", "anchored-caseless-spaced"],
+)  # fmt: skip
+def test_the_parser_finds_what_a_plain_reading_finds(seed: int, patterns: dict[str, str] | None) -> None:
+    data = messy_journal(seed)
+    given = DEFAULT_PATTERNS if patterns is None else patterns
+    points = MetricParser(patterns).parse(data, 1)
+    assert [(p.name, repr(p.value), p.step, p.timestamp) for p in points] == plain_reading(data, given)
+    whole = data[: data.rfind(b"\n", 0, len(data) // 2) + 1]
+    cut = whole + b"1700009999.0 o loss: 0.2"  # a line being written
+    points = MetricParser(patterns).parse(cut, 1, complete=False)
+    assert [(p.name, repr(p.value), p.step, p.timestamp) for p in points] == plain_reading(whole, given)
 
 
 def test_summaries_give_last_min_max_and_distinct_steps_and_the_best_task_per_metric() -> None:

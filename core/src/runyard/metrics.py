@@ -3,8 +3,9 @@ and what its output says (``loss: 0.52`` lines of its journal, read with the exp
 ``metric_patterns``), as :class:`MetricPoint` s.
 
 Both files are read through the task's log source, so metrics come back from every backend as
-its logs do. Parsing is fast because each pattern runs over the whole journal at once
-(``finditer``); only for a match is its line looked at, for its time stamp and its step.
+its logs do. Parsing is fast because only the lines that hold a pattern's literal are looked at, each
+once for all the patterns that may match in it, and because what is done per value is done by
+C in passes over a line's values (``map``); see :class:`MetricParser`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import contextlib
 import datetime as dt
 import functools
 import gc
+import itertools
 import json
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -44,7 +47,19 @@ _STEP_WORDS = ("step", "iter", "batch", "epoch")
 _STEP_REGEXES = tuple(
     (word, re.compile(rf"{word}(?<![\w-]{word})(?:ation)?s?[ \t]*[:=#]?[ \t]*(\d+)")) for word in _STEP_WORDS
 )
+# the searches of the words a line holds, by which it holds (bit i: _STEP_WORDS[i]), in order
+_SEARCHES_BY_WORDS = tuple(
+    tuple(regex.search for i, (_, regex) in enumerate(_STEP_REGEXES) if held >> i & 1) for held in range(16)
+)
 _TQDM = re.compile(r"\|[ \t]*(\d+)/\d+[ \t]*\[")
+_GROUP = operator.itemgetter(1)
+try:
+    from re import _parser as _sre  # type: ignore[attr-defined]
+except ImportError:  # Python 3.10
+    import sre_parse as _sre
+_REPEATS = (_sre.MAX_REPEAT, _sre.MIN_REPEAT, getattr(_sre, "POSSESSIVE_REPEAT", None))
+_ATOMIC = getattr(_sre, "ATOMIC_GROUP", None)
+_FIRST = operator.itemgetter(0)
 _LOWER_IS_BETTER = ("loss", "error", "perplexity", "mse")
 Source = Literal["logged", "parsed"]
 
@@ -71,6 +86,9 @@ class MetricPoint(NamedTuple):
         }  # fmt: skip
 
 
+_NEW_POINT = functools.partial(tuple.__new__, MetricPoint)  # a point from a tuple of its fields, in C
+
+
 def lower_is_better(name: str) -> bool:
     """Whether a smaller value of metric ``name`` is the better one: names with loss, error,
     perplexity or mse in them (any case); for every other metric higher is better."""
@@ -89,26 +107,11 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _within(
-    text: str, start: int, end: int, name: str, regex: re.Pattern[str], attempt: int
-) -> list[tuple[int, MetricPoint]]:
-    """The matches of ``regex`` that start from ``start`` to ``end`` (where one match spanned
-    lines or ``\\r`` updates: rare, a regex like ``\\s*``), each line and update searched on its own."""
-    line = text.rfind("\n", 0, start) + 1
-    stop = text.find("\n", end)
-    out = []
-    for piece in re.finditer(r"[^\r\n]+", text[line : len(text) if stop < 0 else stop]):
-        for m in regex.finditer(piece[0]):
-            at = line + piece.start() + m.start()
-            where = _where(text, at) if start <= at < end else None  # (the others are found anyway)
-            if where is not None:
-                with contextlib.suppress(TypeError, ValueError):
-                    out.append((at, MetricPoint(name, float(m[1]), where[1], where[0], "parsed", attempt)))
-    return out
+_FROM_STAMP, _UTC = dt.datetime.fromtimestamp, dt.timezone.utc
 
 
 def _stamp(seconds: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    return _FROM_STAMP(seconds, _UTC)
 
 
 def logged_points(data: bytes, attempt: int) -> list[MetricPoint]:
@@ -133,60 +136,84 @@ def logged_points(data: bytes, attempt: int) -> list[MetricPoint]:
     return points
 
 
-def _step_words_in(low: str) -> tuple[re.Pattern[str], ...]:
-    """The regexes of the step words that the lowered line ``low`` holds anywhere, in order of
-    preference (looked for once per line: the many pieces of a progress bar's line then look
-    only for those)."""
-    return tuple(regex for word, regex in _STEP_REGEXES if word in low)
+def _step_words_in(low: str) -> tuple[Callable[..., re.Match[str] | None], ...]:
+    """The searches of the step words that the lowered line ``low`` holds anywhere, in order of
+    preference (looked for once per line: its pieces then look only for those)."""
+    held = ("step" in low) | ("iter" in low) << 1 | ("batch" in low) << 2 | ("epoch" in low) << 3
+    return _SEARCHES_BY_WORDS[held]
 
 
-def _step_at(low: str, start: int, end: int, words: tuple[re.Pattern[str], ...]) -> int | None:
-    """The step that the piece ``low[start:end]`` of a lowered line gives: the first number
-    after the most preferred of ``words`` in it (``_STEP_WORDS``: step, then iter..., as a word
-    of its own), else a tqdm counter (``| 450/1000 [``); None."""
-    for regex in words:
-        m = regex.search(low, start, end)
+def _step_at(low: str, words: tuple[Callable[..., re.Match[str] | None], ...]) -> int | None:
+    """The step that ``low``, a lowered piece of line, gives: the first number after the most
+    preferred of ``words`` in it (``_step_words_in``: step, then iter..., as a word of its own),
+    else a tqdm counter (``| 450/1000 [``); None."""
+    for search in words:
+        m = search(low)
         if m is not None:
             return int(m[1])
-    if low.find("|", start, end) < 0:
+    if "|" not in low:
         return None
-    m = _TQDM.search(low, start, end)
+    m = _TQDM.search(low)
     return int(m[1]) if m else None
 
 
-def _step_of(piece: str) -> int | None:
-    """The step a piece of a line gives (``_step_at`` with every step word)."""
-    low = piece.lower()
-    return _step_at(low, 0, len(low), _step_words_in(low))
+def _shared_step(
+    pieces: list[str], words: tuple[Callable[..., re.Match[str] | None], ...]
+) -> list[int | None] | None:
+    """The step of each piece of a line (as written, not lowered) when all begin alike up to
+    past the step of the first, as a progress bar's updates do (``Epoch 3:  45%|##...``): that
+    step, searched once (every piece's search would find the same); None when they do not."""
+    if not words:
+        return None
+    first = pieces[0]
+    low = first.lower()
+    found = words[0](low)
+    if found is None or found.end() >= len(low) or len(low) != len(first):
+        return None
+    alike = first[: found.end() + 1]  # (the number and what ended it: no piece's number is longer)
+    if not (min(pieces).startswith(alike) and max(pieces).startswith(alike)):  # (all between do too)
+        return None
+    return [int(found[1])] * len(pieces)
+
+
+def _steps_of(pieces: list[str], words: tuple[Callable[..., re.Match[str] | None], ...]) -> list[int | None]:
+    """The step of each lowered piece of a line (``_step_at``); when the most preferred word is
+    in every piece, as in a progress bar's updates, all found in one pass of C."""
+    if words:
+        found: list[Any] = list(map(words[0], pieces))
+        if None not in found:
+            return list(map(int, map(_GROUP, found)))
+    return [_step_at(piece, words) for piece in pieces]
 
 
 class _Pattern:
-    """One metric's compiled regex, and how to find its matches fast. Python's re finds a regex
-    that starts with a literal quickly; one that does not (``(\\d+) tokens/s``, ``\\blr=``) is
-    tried at every character, ten to fifty times slower: when it has a literal that every match
-    holds (``tokens/s``), only the lines with that literal are searched."""
+    """One metric's compiled regex, and how to find the lines where it may match fast:
+    - a literal that every match holds (``loss``, `` tokens/s``): only the lines that hold it
+      are searched (``in`` tells many times faster than a regex search);
+    - without one, the lines where a search of the whole line finds it, if a match there is a
+      match of the line's text too (no ``^``, ``$``, ``\\b``, look-around); else every line;
+    - a regex that starts with a look-behind or ``\\b`` is rewritten to start with its literal
+      (``_literal_first``): Python's re tries any other at every character."""
 
-    __slots__ = ("literal", "regex")
+    __slots__ = ("findall", "literal", "name", "search")
 
-    def __init__(self, regex: str) -> None:
-        self.regex = re.compile(regex)
+    def __init__(self, name: str, regex: str) -> None:
+        compiled = re.compile(regex)
         fast = _literal_first(regex)
-        if fast is not None and (faster := re.compile(fast)).groups == self.regex.groups:
-            self.regex, regex = faster, fast
-        self.literal = _needed_literal(regex)
+        if fast is not None and (faster := re.compile(fast)).groups == compiled.groups:
+            compiled, regex = faster, fast
+        self.name, self.findall = name, compiled.findall
+        parsed = _parsed(regex)
+        self.literal = _needed_literal(parsed)
+        self.search = compiled.search if self.literal is None and _context_free(parsed) else None
 
-    def matches(self, text: str) -> Iterator[re.Match[str]]:
-        """Its matches in ``text`` (searched line by line, with a needed literal: none spans two)."""
-        return self.regex.finditer(text) if self.literal is None else self._by_line(text, self.literal)
-
-    def _by_line(self, text: str, literal: str) -> Iterator[re.Match[str]]:
-        find, rfind, finditer = text.find, text.rfind, self.regex.finditer
-        at = find(literal)
-        while at >= 0:
-            end = find("\n", at)
-            end = len(text) if end < 0 else end
-            yield from finditer(text, rfind("\n", 0, at) + 1, end)
-            at = find(literal, end)
+    def may_match(self, lines: list[str]) -> Iterable[bool]:
+        """For each of ``lines``, whether it may match in it."""
+        if self.literal is not None:
+            return map(operator.contains, lines, itertools.repeat(self.literal))
+        if self.search is not None:
+            return map(bool, map(self.search, lines))
+        return itertools.repeat(True, len(lines))
 
 
 # a one-character look-behind, `(?<![\w.])` or `\b`, then plain characters (`loss: `)
@@ -213,154 +240,185 @@ def _literal_first(regex: str) -> str | None:
     return f"{literal}(?<{'!' if word else '='}\\w{literal}){rest}"
 
 
-def _needed_literal(regex: str) -> str | None:
-    """The longest run of plain characters at the top of ``regex`` (every match holds it); None
-    when the regex starts with one (then it is fast as it is), or has none of 2 characters or
-    more, or ignores case."""
+def _parsed(regex: str) -> Any:
+    """``regex`` as Python's re parses it (None if it cannot)."""
     try:
-        from re import _parser as sre  # type: ignore[attr-defined]
-    except ImportError:  # Python 3.10
-        import sre_parse as sre
-    try:
-        parsed = sre.parse(regex)
+        return _sre.parse(regex)
     except Exception:
         return None
-    if parsed.state.flags & (re.IGNORECASE | re.VERBOSE) or not len(parsed) or parsed[0][0] is sre.LITERAL:
+
+
+def _needed_literal(parsed: Any) -> str | None:
+    """The longest run of plain characters at the top of a parsed regex (every match holds
+    it); None when it has none, or ignores case."""
+    if parsed is None or parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
         return None
     best, run = "", ""
     for op, arg in [*parsed, (None, None)]:
-        if op is sre.LITERAL:
+        if op is _sre.LITERAL:
             run += chr(arg)
             continue
         best, run = max(best, run, key=len), ""
-    return best if len(best) >= 2 else None
+    return best or None
 
 
-def _line_of(text: str, pos: int) -> tuple[dt.datetime | None, int, int]:
-    """The time stamp of the journal line holding ``pos`` (None if it has none), where its text
-    starts (past ``<stamp> o ``) and where it ends."""
-    start = text.rfind("\n", 0, pos) + 1
-    end = text.find("\n", pos)
-    end = len(text) if end < 0 else end
-    stamp = text[start : min(end, start + 40)].partition(" ")[0]
+def _context_free(parsed: Any) -> bool:
+    """Whether a parsed regex matches at a place whatever is around it: no ``^``, ``$``,
+    ``\\b``, look-around or condition anywhere (then a match of a line's text is a match of
+    the whole text at that place)."""
+    if parsed is None:
+        return False
+    todo = [parsed]
+    while todo:
+        for op, arg in todo.pop():
+            if op in (_sre.AT, _sre.ASSERT, _sre.ASSERT_NOT, _sre.GROUPREF_EXISTS):
+                return False
+            if op is _sre.BRANCH:
+                todo.extend(arg[1])
+            elif op is _sre.SUBPATTERN:
+                todo.append(arg[3])
+            elif op in _REPEATS:
+                todo.append(arg[2])
+            elif op is _ATOMIC:
+                todo.append(arg)
+    return True
+
+
+def _read_line(line: str, patterns: list[_Pattern], attempt: int, out: list[MetricPoint]) -> None:
+    """Adds to ``out`` the points of ``patterns`` in a journal line (searched past its ``<stamp>
+    <o|e> ``; none if it has no time stamp), in the order of its pieces, and of one piece in the
+    order of ``patterns``."""
+    space = line.find(" ", 0, 40)  # (a stamp is never longer)
+    stamp = line[: 40 if space < 0 else space]
+    words = line[len(stamp) + 3 :]
+    pieces = words.split("\r") if "\r" in words else None  # a progress bar's updates
+    found: list[tuple[str, Any]]
+    if pieces is not None:
+        found = [
+            (pattern.name, each) for pattern in patterns if any(each := list(map(pattern.findall, pieces)))
+        ]
+    elif len(patterns) == 1:
+        found = [(patterns[0].name, raws)] if (raws := patterns[0].findall(words)) else []
+    else:
+        found = [(pattern.name, raws) for pattern in patterns if (raws := pattern.findall(words))]
+    if not found:
+        return
     try:
-        when = _stamp(float(stamp))
+        when = _FROM_STAMP(float(stamp), _UTC)
     except (ValueError, OverflowError, OSError):
-        when = None
-    return when, start + len(stamp) + 3, end
+        return  # not a journal line
+    low = words.lower()
+    if pieces is not None:
+        _add_pieces(out, found, pieces, low, when, attempt)
+        return
+    step = _step_at(low, _step_words_in(low))
+    for name, raws in found:
+        if len(raws) == 1:  # (the usual case, made at once)
+            try:
+                out.append(_NEW_POINT((name, float(raws[0]), step, when, "parsed", attempt)))
+            except ValueError:
+                pass
+        else:
+            _add(out, name, raws, itertools.repeat(step), when, attempt)
 
 
-def _piece_of(text: str, pos: int, body: int, end: int) -> tuple[int, int]:
-    """Where the piece of line (between two ``\\r``) that holds ``pos`` starts and ends."""
-    stop = text.find("\r", pos, end)
-    return text.rfind("\r", body, pos) + 1 or body, end if stop < 0 else stop
+def _add_pieces(
+    out: list[MetricPoint], found: list[tuple[str, list[list[str]]]], pieces: list[str], low: str,
+    when: dt.datetime, attempt: int,
+) -> None:  # fmt: skip
+    """Adds to ``out`` what ``found`` holds (by metric, the numbers found in each piece of a
+    line: ``pieces``, ``low`` the line lowered), each piece with its own step."""
+    searches = _step_words_in(low)
+    if len(found) > 1:  # several metrics: piece by piece
+        for j, low_piece in enumerate(low.split("\r")):  # (lowering never adds nor takes a \r)
+            if any(each[j] for _, each in found):
+                step = (_step_at(low_piece, searches),)
+                for name, each in found:
+                    if each[j]:
+                        _add(out, name, each[j], step * len(each[j]), when, attempt)
+        return
+    name, each = found[0]
+    raws = list(itertools.chain.from_iterable(each))
+    if len(raws) == len(pieces) and all(each):  # one value in each piece, as in a progress bar's updates
+        steps = _shared_step(pieces, searches)
+        _add(out, name, raws, _steps_of(low.split("\r"), searches) if steps is None else steps, when, attempt)
+        return
+    lowered = low.split("\r")
+    counts = list(map(len, each))
+    if len(raws) * 4 < len(counts):  # few pieces have one: the steps of those alone
+        at = [_step_at(lowered[j], searches) if n else None for j, n in enumerate(counts)]
+    else:
+        at = _steps_of(lowered, searches)
+    _add(out, name, raws, itertools.chain.from_iterable(map(itertools.repeat, at, counts)), when, attempt)
 
 
-def _where(text: str, pos: int) -> tuple[dt.datetime, int | None] | None:
-    """``(time, step)`` of a match at ``pos``; None when it is not in a journal line's text."""
-    when, body, end = _line_of(text, pos)
-    if when is None or pos < body:
-        return None
-    start, stop = _piece_of(text, pos, body, end)
-    return when, _step_of(text[start:stop])
+def _add(
+    out: list[MetricPoint],
+    name: str,
+    raws: list[str],
+    steps: Iterable[int | None],
+    when: dt.datetime,
+    attempt: int,
+) -> None:
+    """Adds the points of ``raws`` (the numbers as written) and ``steps`` to ``out``: made in
+    C, all at once; a raw that is not a number is left out (then one by one)."""
+    try:
+        values = list(map(float, raws))
+    except ValueError:
+        for raw, step in list(zip(raws, steps, strict=False)):
+            with contextlib.suppress(ValueError):
+                out.append(MetricPoint(name, float(raw), step, when, "parsed", attempt))
+        return
+    repeat = itertools.repeat
+    out += map(
+        _NEW_POINT,
+        zip(repeat(name), values, steps, repeat(when), repeat("parsed"), repeat(attempt), strict=False),
+    )
 
 
 class MetricParser:
     """Reads metric values out of a journal (``<unix time> <o|e> <text>`` lines) with one regex
-    per metric, each with one group: the number. A line's ``\\r``-separated pieces (a progress
-    bar's updates) are lines of their own: a match never spans two."""
+    per metric, each with one group: the number. Each line's text is searched as a string of
+    its own, and so is each of a line's ``\\r``-separated pieces (a progress bar's updates):
+    ``^`` and ``$`` are its start and end, and a match never spans two.
+
+    It is fast because only the lines that hold a pattern's literal are looked at (which do is
+    found by C, for every line at once), each once for all patterns, and because what is done per
+    value is done by C, in passes over a line's values (``map``): its search in each piece, its
+    number, its point."""
 
     def __init__(self, patterns: Mapping[str, str] | None = None) -> None:
         given = DEFAULT_PATTERNS if patterns is None else patterns
-        self.patterns = {name: _Pattern(regex) for name, regex in given.items()}
+        self.patterns = {name: _Pattern(name, regex) for name, regex in given.items()}
 
     def parse(self, data: bytes, attempt: int, *, complete: bool = True) -> list[MetricPoint]:
-        """The points in journal ``data``, in the order of its lines. ``complete=False``: the
-        attempt still runs, its unfinished last line is left for later. (The garbage collector
-        is paused meanwhile: the many points made are no cycles, and its passes over them would
+        """The points in journal ``data``, in the order of its lines and pieces of lines (of one
+        piece, metric by metric in the order of the patterns). ``complete=False``: the attempt
+        still runs, its unfinished last line is left for later. (The garbage collector is
+        paused meanwhile: the many points made are no cycles, and its passes over them would
         take a fifth of the time.)"""
-        text = data.decode("utf-8", "replace")
+        lines = data.decode("utf-8", "replace").split("\n")
         if not complete:
-            text = text[: text.rfind("\n") + 1]
-        found: list[tuple[list[int], list[MetricPoint]]] = []
-        with _gc_paused():
-            for name, pattern in self.patterns.items():
-                positions, points = self._parse_one(text, name, pattern, attempt)
-                if points:
-                    found.append((positions, points))
-            if len(found) < 2:
-                return found[0][1] if found else []
-            # more than one pattern found something: all in the order of the text
-            starts = [pos for positions, _ in found for pos in positions]
-            every = [point for _, points in found for point in points]
-            return [every[i] for i in sorted(range(len(starts)), key=starts.__getitem__)]
-
-    @staticmethod
-    def _parse_one(
-        text: str, name: str, pattern: _Pattern, attempt: int
-    ) -> tuple[list[int], list[MetricPoint]]:
-        """The points of one pattern, and where in ``text`` each was found. The line and the piece
-        of line of a match are looked at only when it is not in those of the match before."""
-        positions: list[int] = []
+            del lines[-1]  # (unfinished, or the nothing after the last line's \n)
         points: list[MetricPoint] = []
-        position, point = positions.append, points.append
-        find, rfind, new = text.find, text.rfind, tuple.__new__  # (the loop runs per value: kept lean)
-        stamp_of = functools.partial(dt.datetime.fromtimestamp, tz=dt.timezone.utc)
-        body = line_end = piece = piece_end = -1
-        when: dt.datetime | None = None
-        step: int | None = None
-        low: str | None = None  # the line lowered (None: lowering changed its length, rare)
-        pieces = False  # whether the line has pieces (a progress bar's \r-separated updates)
-        words: tuple[Callable[..., re.Match[str] | None], ...] = ()  # the search of the line's step words
-        for m in pattern.matches(text):
-            start, end = m.span()
-            if not piece <= start < piece_end:
-                if not body <= start < line_end:  # a new line: stamp, text, step words (_line_of inline)
-                    line = rfind("\n", 0, start) + 1
-                    line_end = find("\n", start)
-                    if line_end < 0:
-                        line_end = len(text)
-                    stamp = text[line : min(line_end, line + 40)].partition(" ")[0]
-                    body = line + len(stamp) + 3
-                    try:
-                        when = stamp_of(float(stamp))
-                    except (ValueError, OverflowError, OSError):
-                        when = None
-                    low = text[body:line_end].lower()
-                    pieces = "\r" in low
-                    words = tuple(regex.search for regex in _step_words_in(low))
-                    if len(low) != line_end - body:
-                        low = None
-                if when is None or start < body:
-                    continue  # not a journal line, or in its stamp
-                if pieces:  # the piece of line (between two \r) that holds it (_piece_of, inline)
-                    stop = find("\r", start, line_end)
-                    piece, piece_end = rfind("\r", body, start) + 1 or body, line_end if stop < 0 else stop
-                else:
-                    piece, piece_end = body, line_end
-                if low is None:
-                    step = _step_of(text[piece:piece_end])
-                else:  # (_step_at, its usual case inline)
-                    at, until = piece - body, piece_end - body
-                    for search in words:
-                        found = search(low, at, until)
-                        if found is not None:
-                            step = int(found[1])
-                            break
-                    else:
-                        step = _step_at(low, at, until, ())
-            if end > piece_end:  # across lines or a progress bar's updates: rare (`\\s*`)
-                for pos, crossed in _within(text, start, end, name, pattern.regex, attempt):
-                    position(pos)
-                    point(crossed)
-                continue
-            try:
-                value = float(m[1])
-            except (TypeError, ValueError):
-                continue
-            position(start)
-            point(new(MetricPoint, (name, value, step, when, "parsed", attempt)))
-        return positions, points
+        with _gc_paused():
+            for line, patterns in self._lines(lines):
+                _read_line(line, patterns, attempt, points)
+        return points
+
+    def _lines(self, lines: list[str]) -> Iterable[tuple[str, list[_Pattern]]]:
+        """The lines that some pattern may match in (``_Pattern.may_match``), in order, each with
+        those patterns: found by C, all at once."""
+        patterns = list(self.patterns.values())
+        if len(patterns) == 1:
+            return zip(itertools.compress(lines, patterns[0].may_match(lines)), itertools.repeat(patterns))
+        masks = [list(pattern.may_match(lines)) for pattern in patterns]  # (a list of bools is small)
+        keep = list(map(any, zip(*masks, strict=True)))
+        rows = list(itertools.compress(zip(*masks, strict=True), keep))  # those lines', which may
+        which = {
+            row: [pattern for pattern, may in zip(patterns, row, strict=True) if may] for row in set(rows)
+        }
+        return zip(itertools.compress(lines, keep), map(which.__getitem__, rows), strict=True)
 
     def task_points(self, task: TaskHandle, attempt: int | None = None) -> list[MetricPoint]:
         """The points of one attempt of ``task`` (None: every attempt, oldest first), each
