@@ -354,6 +354,18 @@ def test_the_attempt_ends_with_the_scripts_main_process(tmp_path: Path, runner: 
     until(lambda: gone(int(pid_file.read_text())), "the background sleep to end", timeout=10)
 
 
+def test_the_attempt_ends_with_the_scripts_main_process_while_bash_has_not_reaped_it(tmp_path: Path) -> None:
+    """Under load bash may leave the script's ended main process unreaped, and `kill -0` says
+    yes to a zombie: runner.sh looks at the process's state instead (here `kill -0` is made to
+    say yes for good, through BASH_ENV, as it does for such a zombie)."""
+    fake = tmp_path / "kill0.sh"
+    fake.write_text('kill() { [[ $1 == -0 ]] && return 0; builtin kill "$@"; }\n')
+    proc = start(tmp_path / "t", "bash", "echo done; exit 4", env={"BASH_ENV": str(fake)})
+    assert proc.wait(timeout=HANG_GUARD) == 4
+    assert result(tmp_path / "t")["exit_code"] == 4
+    assert [text for _, _, text in journal(tmp_path / "t" / "attempt-1")] == ["done"]
+
+
 def test_a_python_task_that_leaves_a_process_holding_its_output_ends(tmp_path: Path) -> None:
     pid_file = tmp_path / "bg.pid"
     task_dir = module_task(

@@ -194,6 +194,17 @@ finish() {  # finish CODE FD PARTS LEN: journal the rest of a stream that has en
   (( ${#parts[@]} )) && [[ -z $jdead ]] && { printf '%s %s %s\n' "$EPOCHREALTIME" "$1" "${parts[*]}" 2>&$ew >&6 || jfail; }
 }
 
+gone() {  # whether the task's main process has ended. Where there is /proc, by its state:
+  # `kill -0` says yes to a zombie, and bash 5.2 under load may leave its child unreaped for
+  # good while it runs only builtins (seen: 5 runners of 1000 waited forever on a dead task)
+  local s
+  (( proc )) || { ! kill -0 "$p" 2>/dev/null; return; }
+  { IFS= read -r s <"/proc/$p/stat"; } 2>/dev/null || return 0
+  s=${s##*) }
+  [[ $s == [ZX]* ]]
+}
+[[ -r /proc/$$/stat ]] && proc=1 || proc=0
+
 run() {  # until the task has ended and its output is in: then $rc is its exit status
   local got full now next=0 ended= drain=0 io=1 never= msg= line st
   while :; do
@@ -205,7 +216,7 @@ run() {  # until the task has ended and its output is in: then $rc is its exit s
       printf '%s\n' "$EPOCHREALTIME" 2>/dev/null >"$a/heartbeat"
       next=$((now + beat))
     fi
-    if [[ -z $ended ]] && ! kill -0 "$p" 2>/dev/null; then  # its main process has ended:
+    if [[ -z $ended ]] && gone; then  # its main process has ended:
       kill -KILL -- "-$p" 2>/dev/null  # so does whatever it left behind
       [[ -n $cancelled ]] && leftovers
       ended=1 kill_at=0 drain=$((now + 2000000)) end=$EPOCHREALTIME
