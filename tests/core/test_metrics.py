@@ -7,6 +7,7 @@ corner cases are checked on journal text as the runner writes it."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import random
 import re
@@ -199,6 +200,30 @@ def test_logged_points_keep_nan_and_leave_out_lines_that_are_not_records() -> No
         "name": "loss", "value": 0.5, "step": 1, "timestamp": "2023-11-14T22:13:20+00:00", "source": "logged",
         "attempt": 2,
     }  # fmt: skip
+
+
+def test_logged_records_read_alike_whole_or_beside_lines_that_are_not_records() -> None:
+    """Each line is a record of its own: lines that are not (a hand-edited file) change
+    nothing of what the others give, even lines that make a record together."""
+    from runyard.metrics import logged_points
+
+    records = [
+        json.dumps(
+            {"time": 1700000000.0 + i, "step": i, "values": {"loss": 1 / (i + 1), "acc": i / 10}}
+        ).encode()
+        for i in range(50)
+    ]
+    whole = logged_points(b"\n".join(records) + b"\n\n", 1)
+    assert len(whole) == 100
+    assert [(p.name, p.step) for p in whole[:3]] == [("loss", 0), ("acc", 0), ("loss", 1)]
+    odd_lines = [
+        [b"not json"], [b"[1"], [b"2]"], [b"\xff"],
+        # lines that make records only together, as a JSON array: records they are not
+        [b'{"time": 1700000099.0, "values": {"x": [1', b'2], "y": 3}}', b'{"a": 1}, {"b": 2}'],
+    ]  # fmt: skip
+    for odd in odd_lines:
+        lines = [*records[:20], *odd, *records[20:]]
+        assert logged_points(b"\n".join(lines), 1) == whole
 
 
 @pytest.mark.parametrize(

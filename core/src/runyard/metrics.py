@@ -132,7 +132,7 @@ def logged_points(data: bytes, attempt: int) -> list[MetricPoint]:
             if value is None:
                 value = math.nan
             if isinstance(name, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
-                points.append(MetricPoint(name, float(value), step, when, "logged", attempt))
+                points.append(_NEW_POINT((name, float(value), step, when, "logged", attempt)))
     return points
 
 
