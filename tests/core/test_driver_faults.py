@@ -230,7 +230,7 @@ def test_a_retry_after_the_experiment_timeout_has_passed_runs_with_a_new_clock(t
 
 def test_a_retried_task_times_out_again_on_its_new_clock(tmp_path: Path) -> None:
     counter = tmp_path / "runs"
-    exp = run.Experiment("retry-times-out", timeout=1.0)
+    exp = run.Experiment("retry-times-out", timeout=3.0)  # (time for each run to start, under load too)
     t = exp.add(_counting_script(counter, seconds=30), name="slow")
     assert exp.run() == "FAILED"
     exp.retry(t)

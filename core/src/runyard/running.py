@@ -17,6 +17,7 @@ from runyard.states import FINAL_STATES, State, experiment_state
 from runyard.store import Store
 
 SYNC_WAIT = 2.0  # seconds a read waits for the backends' news before it answers from the store
+END_WAIT = 5.0  # seconds wait() waits, once every task has ended, for the driver to record the end
 _syncing: dict[str, threading.Thread] = {}  # experiment id -> a sync still waiting on its backends
 
 
@@ -161,14 +162,23 @@ def ensure_driver(engine: Engine) -> None:
 
 
 def wait(engine: Engine, timeout: float | None, interval: float) -> State:
-    """Block until every task has ended (see ``Experiment.wait``)."""
+    """Block until every task has ended, and the experiment's end is recorded: its driver
+    records it just after the last task's (``ended_at``, the ``ended`` event), so a caller
+    reading them next finds them; ``END_WAIT`` seconds at most for that (see ``Experiment.wait``)."""
     exp_id = engine.experiment_id
     deadline = None if timeout is None else time.monotonic() + timeout
     orphaned_since: float | None = None
+    ended_since: float | None = None
     while True:
         states = engine.store.task_states(exp_id)
         if all(s in FINAL_STATES for s in states):
-            return experiment_state(states)
+            ended_since = time.monotonic() if ended_since is None else ended_since
+            if not driver_alive(engine) or engine.record.ended_at is not None:
+                return experiment_state(states)
+            if time.monotonic() - ended_since > END_WAIT:  # (its driver carries out cancels still)
+                return experiment_state(states)
+            time.sleep(min(interval, 0.05))
+            continue
         if driver_alive(engine):
             orphaned_since = None
         elif not Driver(engine.store, exp_id, kind="sync", engine=engine).needs_driver_now():
