@@ -255,7 +255,8 @@ class Experiment:
         return running.driver_alive(self._engine)
 
     def wait(self, timeout: float | None = None, interval: float = 0.2) -> State:
-        """Block until every task has ended; returns the experiment's state.
+        """Block until every task has ended and the experiment's end is recorded (its ``ended``
+        event); returns the experiment's state.
 
         Raises ExperimentStateError if nothing drives the experiment any more (its supervisor
         died: `runyard takeover`), TimeoutError after ``timeout`` seconds.
