@@ -15,6 +15,7 @@ from typing import Any
 import helpers
 import runyard as run
 from helpers import Relay as Relay  # the network between runyard and the cluster
+from runyard.errors import UnreachableError
 from runyard.executor import JobRef
 
 TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,6 +24,15 @@ TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 def until(predicate: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
     """``helpers.until`` with this folder's longer default timeout (a container or a job takes time)."""
     return helpers.until(predicate, what, timeout, interval)
+
+
+def answer(session: Any, command: str) -> str | None:
+    """``command``'s output through ``session``; None while the cluster cannot be reached
+    (for ``until``: the session to reconnect)."""
+    try:
+        return str(session.run(command).stdout)
+    except UnreachableError:
+        return None
 
 
 def returns_within(seconds: float, call: Callable[[], Any]) -> Any:

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import runyard as run
@@ -24,6 +23,7 @@ from _slurm_helpers import (
     Cluster,
     Relay,
     a_dropped_link_fails_nothing,
+    answer,
     job_refs,
     known_hosts_for,
     returns_within,
@@ -324,14 +324,7 @@ def test_a_connection_that_swallows_packets_during_a_command_is_found_dead_in_se
     assert "(no answer to a keepalive within 2s) while running a command" in str(error)
     relay.stop()  # the network is back
     relay.start()
-    assert until(lambda: _answer(session, "echo back"), "the session to reconnect", timeout=30) == "back\n"
-
-
-def _answer(session: Any, command: str) -> str | None:
-    try:
-        return str(session.run(command).stdout)
-    except UnreachableError:
-        return None
+    assert until(lambda: answer(session, "echo back"), "the session to reconnect", timeout=30) == "back\n"
 
 
 def test_a_poll_through_a_connection_that_swallows_packets_gives_no_news_in_seconds(
@@ -352,7 +345,7 @@ def test_a_poll_through_a_connection_that_swallows_packets_gives_no_news_in_seco
     assert isinstance(error, UnreachableError), error
     relay.stop()
     relay.start()
-    until(lambda: _answer(session_for(executor.tunnel), "echo up"), "the session to reconnect", timeout=30)
+    until(lambda: answer(session_for(executor.tunnel), "echo up"), "the session to reconnect", timeout=30)
     exp.cancel_all()
 
 

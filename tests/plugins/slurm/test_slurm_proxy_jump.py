@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import runyard as run
 import taskdefs
-from _slurm_helpers import Cluster, Relay, a_dropped_link_fails_nothing, returns_within, until
+from _slurm_helpers import Cluster, Relay, a_dropped_link_fails_nothing, answer, returns_within, until
 from runyard.errors import BackendError, BackendRefusedError, UnreachableError
 from runyard_slurm.tunnel import close_sessions, session_for
 
@@ -386,15 +386,8 @@ def test_a_dropped_bastion_is_an_outage_and_the_chain_is_opened_again(
     )
 
     bastion_relay.start()
-    assert until(lambda: _answer(session, "echo back"), "the session to reconnect", timeout=30) == "back\n"
+    assert until(lambda: answer(session, "echo back"), "the session to reconnect", timeout=30) == "back\n"
     assert session.connects == 2
-
-
-def _answer(session: Any, command: str) -> str | None:
-    try:
-        return str(session.run(command).stdout)
-    except UnreachableError:
-        return None
 
 
 def test_a_command_waits_while_the_bastion_is_away_and_runs_when_it_is_back(
@@ -430,4 +423,4 @@ def test_a_bastion_that_swallows_packets_is_found_dead_by_the_keepalive(
     assert "(no answer to a keepalive within 2s) while running a command" in str(error)
     bastion_relay.stop()  # the network is back
     bastion_relay.start()
-    assert until(lambda: _answer(session, "echo back"), "the session to reconnect", timeout=30) == "back\n"
+    assert until(lambda: answer(session, "echo back"), "the session to reconnect", timeout=30) == "back\n"

@@ -15,7 +15,7 @@ from typing import Any
 
 import runyard as run
 import taskdefs
-from _slurm_helpers import Cluster, Relay, known_hosts_for, returns_within, until
+from _slurm_helpers import Cluster, Relay, answer, known_hosts_for, returns_within, until
 from runyard.errors import UnreachableError
 from runyard_slurm.tunnel import session_for
 
@@ -24,13 +24,6 @@ def _tunnel(cluster: Cluster, relay: Relay, tmp_path: Path, **fields: Any) -> ru
     """A tunnel through the relay that would retry a lost connection for 10 minutes."""
     known = known_hosts_for(cluster, tmp_path / "kh", relay.port)
     return cluster.tunnel(port=relay.port, known_hosts=known, **{"retry_for": 600, **fields})
-
-
-def _answer(session: Any, command: str) -> str | None:
-    try:
-        return str(session.run(command).stdout)
-    except UnreachableError:
-        return None
 
 
 def _patiently(session: Any, command: str) -> Any:
@@ -71,7 +64,7 @@ def test_the_session_notices_when_the_cluster_is_back(cluster: Cluster, relay: R
 
     relay.start()
 
-    assert until(lambda: _answer(session, "echo back"), "the session to reconnect", timeout=30) == "back\n"
+    assert until(lambda: answer(session, "echo back"), "the session to reconnect", timeout=30) == "back\n"
     assert session.run("echo again").stdout == "again\n"  # the outage is over: no more fast failures
     assert session.connects == 2
 
