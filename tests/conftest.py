@@ -276,18 +276,23 @@ def slurm_cluster(ssh_server: SshServer) -> SlurmCluster:
     )
 
 
+def _venv_python(what: str, fact: str, module: str) -> str:
+    """The python of a venv of the test bed (the env fact ``fact``) where ``module`` is installed
+    (found, not imported: importing torch or ray takes seconds)."""
+    python = _facts(what, fact)[fact]
+    why = _answers(
+        [python, "-c", f"import importlib.util as u; print(u.find_spec({module!r}) is not None)"], {}, "True"
+    )
+    if why:
+        _unavailable(what, why)
+    return python
+
+
 @pytest.fixture(scope="session")
 def torch_python() -> str:
     """The python of the test bed's torch venv (RUNYARD_TEST_TORCH_PYTHON: PyTorch's CPU build
     and numpy, installed with pip by infra/start-services.sh; never a dependency of runyard)."""
-    python = _facts("the torch venv", "RUNYARD_TEST_TORCH_PYTHON")["RUNYARD_TEST_TORCH_PYTHON"]
-    # (importing torch takes seconds: that it is installed is enough here)
-    why = _answers(
-        [python, "-c", "import importlib.util as u; print(u.find_spec('torch') is not None)"], {}, "True"
-    )
-    if why:
-        _unavailable("the torch venv", why)
-    return python
+    return _venv_python("the torch venv", "RUNYARD_TEST_TORCH_PYTHON", "torch")
 
 
 @pytest.fixture(scope="session")
@@ -367,13 +372,7 @@ def ray_address() -> str:
 def ray_python() -> str:
     """The python of the ray venv (RUNYARD_TEST_RAY_PYTHON: ray[default] 2.60.0, installed with
     pip by infra/start-services.sh; never a dependency of runyard); `ray` is beside it."""
-    python = _facts("the ray venv", "RUNYARD_TEST_RAY_PYTHON")["RUNYARD_TEST_RAY_PYTHON"]
-    why = _answers(
-        [python, "-c", "import importlib.util as u; print(u.find_spec('ray') is not None)"], {}, "True"
-    )
-    if why:
-        _unavailable("the ray venv", why)
-    return python
+    return _venv_python("the ray venv", "RUNYARD_TEST_RAY_PYTHON", "ray")
 
 
 class RayHeadError(RuntimeError):
