@@ -783,16 +783,21 @@ venv_base() {
     apt_install python3-venv
   fi
 }
+venv_in_background() {  # DIR BASE NAME REQUIREMENTS...: DIR/venv made anew from BASE, then pip install
+  # REQUIREMENTS, in the background ($! is its PID; its output goes to $S/logs/NAME.log)
+  local d=$1 base=$2 name=$3
+  shift 3
+  mkdir -p "$d"; rm -rf "$d/venv"
+  log "making the $name venv $d/venv from $base: pip install $* (in the background)"
+  { "$base" -m venv "$d/venv" && "$d/venv/bin/python" -m pip install -q "$@"; } >>"$S/logs/$name.log" 2>&1 9>&- &
+}
 start_torch() {
   local d=$S/torch base
   TORCH_T0=$(now)
   TORCH_PYTHON=$d/venv/bin/python
   if [[ -x $TORCH_PYTHON ]] && torch_installed "$TORCH_PYTHON"; then return; fi
   venv_base "$TORCH_PYTHON_BASE" RUNYARD_INFRA_TORCH_PYTHON "torch venv"; base=$VENV_BASE
-  mkdir -p "$d"; rm -rf "$d/venv"
-  log "making the torch venv $d/venv from $base: pip install ${TORCH_REQUIREMENTS[*]} (in the background)"
-  { "$base" -m venv "$d/venv" && "$d/venv/bin/python" -m pip install -q "${TORCH_REQUIREMENTS[@]}"; } \
-    >>"$S/logs/torch.log" 2>&1 9>&- &
+  venv_in_background "$d" "$base" torch "${TORCH_REQUIREMENTS[@]}"
   TORCH_PID=$!
 }
 finish_torch() {
@@ -845,10 +850,7 @@ start_ray_venv() {
     || die "$base is Python $("$base" -c 'import sys; print(sys.version.split()[0])'): Ray $RAY_VERSION needs 3.10 or later (RUNYARD_INFRA_RAY_PYTHON)"
   # a head still running from the old venv goes with it
   [[ -d $d/venv ]] && { bash "$INFRA/ray-head.sh" stop "$d" 9>&- || die "the Ray head of the old venv did not stop"; }
-  mkdir -p "$d"; rm -rf "$d/venv"
-  log "making the ray venv $d/venv from $base: pip install ${RAY_REQUIREMENTS[*]} (in the background)"
-  { "$base" -m venv "$d/venv" && "$d/venv/bin/python" -m pip install -q "${RAY_REQUIREMENTS[@]}"; } \
-    >>"$S/logs/ray.log" 2>&1 9>&- &
+  venv_in_background "$d" "$base" ray "${RAY_REQUIREMENTS[@]}"
   RAY_PID=$!
 }
 finish_ray() {
