@@ -217,9 +217,7 @@ def shell_env(tmp_path: Path) -> dict[str, str]:
 def test_bash_completion_completes_commands_options_values_and_experiments(
     ended: run.Experiment, tmp_path: Path, shell_env: dict[str, str]
 ) -> None:
-    script = tmp_path / "runyard.bash"
-    script.write_text(ok("completion", "bash"))
-    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    script = completion_script("bash", tmp_path)
     (tmp_path / "snapshot.json").write_text("{}")
     complete = lambda *words: _bash_complete(str(script), ["runyard", *words], shell_env)  # noqa: E731
 
@@ -258,13 +256,20 @@ def need(shell: str) -> None:
         )
 
 
+def completion_script(shell: str, tmp_path: Path) -> Path:
+    """``runyard completion SHELL`` written to a file, which SHELL reads without a syntax error
+    (a shell that is missing fails the test in CI: ``need``)."""
+    need(shell)
+    script = tmp_path / f"runyard.{shell}"
+    script.write_text(ok("completion", shell))
+    assert subprocess.run([shell, "-n", str(script)]).returncode == 0
+    return script
+
+
 def test_zsh_completion_runs_the_same_functions_through_bashcompinit(
     ended: run.Experiment, tmp_path: Path, shell_env: dict[str, str]
 ) -> None:
-    need("zsh")
-    script = tmp_path / "runyard.zsh"
-    script.write_text(ok("completion", "zsh"))
-    assert subprocess.run(["zsh", "-n", str(script)]).returncode == 0
+    script = completion_script("zsh", tmp_path)
     # as zsh's compgen -F calls it: in sh emulation (zsh filters the words by the prefix itself)
     program = (
         f'source {script}; t() {{ emulate -L sh; setopt kshglob noshglob braceexpand; COMP_WORDS=("$@");'
@@ -284,10 +289,7 @@ def test_zsh_completion_runs_the_same_functions_through_bashcompinit(
 def test_fish_completion_completes_commands_options_and_experiments(
     ended: run.Experiment, tmp_path: Path, shell_env: dict[str, str]
 ) -> None:
-    need("fish")
-    script = tmp_path / "runyard.fish"
-    script.write_text(ok("completion", "fish"))
-    assert subprocess.run(["fish", "-n", str(script)]).returncode == 0
+    script = completion_script("fish", tmp_path)
 
     def complete(line: str) -> list[str]:
         program = f"source {script}; complete -C {json.dumps(line)}"
