@@ -35,6 +35,15 @@ def _check_env_vars(instance: Any, attribute: attrs.Attribute[Any], value: Any) 
             )
 
 
+def check_code(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """The validator of a backend's ``code`` field (what ``runyard.packaging.package_code``
+    ships with each task): ``'git'``, a directory, or None (nothing)."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(
+            f"{type(instance).__name__}.{attribute.name} must be 'git', a directory or None, got {value!r}"
+        )
+
+
 @attrs.define
 class Executor:
     """Base class of executors. Subclasses are ``@attrs.define`` classes with a unique ``kind``.

@@ -90,6 +90,12 @@ def test_run_kwargs_that_runyard_sets_are_refused_naming_the_field_to_use(key: s
         run.DockerExecutor(image="img", run_kwargs={key: {}})
 
 
+@pytest.mark.parametrize("code", ["", 5, ["git"]])
+def test_code_must_be_git_a_directory_or_none(code: Any) -> None:
+    with pytest.raises(ConfigError, match=r"DockerExecutor.code must be 'git', a directory or None, got "):
+        run.DockerExecutor(image="img", code=code)
+
+
 def test_fields_are_checked_when_changed_too() -> None:
     executor = run.DockerExecutor(image="img")
     with pytest.raises(ConfigError, match="workdir must be an absolute container path"):

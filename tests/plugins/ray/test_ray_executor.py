@@ -70,6 +70,7 @@ def test_a_config_file_with_an_unknown_key_or_bad_toml_is_a_clear_error(
         ({"resources": {"TPU": 0}}, r"resources\['TPU'\] must be a number > 0"),
         ({"python": "python 3"}, "python must be the name or path of python3"),
         ({"max_jobs": 0}, "max_jobs must be a number of jobs >= 1"),
+        ({"code": ""}, "RayExecutor.code must be 'git', a directory or None"),
         ({"num_gpus": 0.5, "launcher": "torchrun"}, "each rank needs a whole GPU"),
         ({"num_gpus": 1, "launcher": run.Torchrun(nproc_per_node=2)}, "give num_gpus=2 or nproc_per_node=1"),
         ({"gpus": 2}, "RayExecutor has no field 'gpus'"),

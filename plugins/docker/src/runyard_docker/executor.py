@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import attrs
 from runyard.errors import ConfigError
-from runyard.executor import Executor
+from runyard.executor import Executor, check_code
 from runyard.serialization import check_json_value
 
 IMAGE_ENV = "RUNYARD_DOCKER_IMAGE"
@@ -154,11 +154,6 @@ def _check_python(instance: DockerExecutor, attribute: attrs.Attribute[Any], val
         )
 
 
-def _check_code(instance: DockerExecutor, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigError(f"DockerExecutor.code must be 'git', a directory or None, got {value!r}")
-
-
 def _check_grace(instance: DockerExecutor, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ConfigError(f"DockerExecutor.cancel_grace must be a number of seconds >= 0, got {value!r}")
@@ -216,7 +211,7 @@ class DockerExecutor(Executor):
     ipc_mode: str | None = attrs.field(default=None, validator=_check_optional_str)
     user: str | None = attrs.field(default=None, validator=_check_optional_str)
     workdir: str | None = attrs.field(default=None, validator=_check_workdir)
-    code: str | None = attrs.field(default="git", validator=_check_code)
+    code: str | None = attrs.field(default="git", validator=check_code)
     python: str = attrs.field(default="python3", validator=_check_python)
     run_kwargs: dict[str, Any] = attrs.field(factory=dict, validator=_check_run_kwargs)
     cancel_grace: float = attrs.field(default=10.0, validator=_check_grace)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 from runyard.errors import ConfigError
-from runyard.executor import Executor
+from runyard.executor import Executor, check_code
 from runyard.serialization import check_json_value
 
 ADDRESS_ENV = ("RUNYARD_RAY_ADDRESS", "RAY_ADDRESS")
@@ -149,11 +149,6 @@ def _check_python(instance: RayExecutor, attribute: attrs.Attribute[Any], value:
         )
 
 
-def _check_code(instance: RayExecutor, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigError(f"RayExecutor.code must be 'git', a directory or None, got {value!r}")
-
-
 def _check_max_jobs(instance: RayExecutor, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"RayExecutor.max_jobs must be a number of jobs >= 1, got {value!r}")
@@ -187,7 +182,7 @@ class RayExecutor(Executor):
     num_gpus: float | None = attrs.field(default=None, validator=_amount)
     resources: dict[str, float] | None = attrs.field(default=None, validator=_check_resources)
     python: str = attrs.field(default="python3", validator=_check_python)
-    code: str | None = attrs.field(default="git", kw_only=True, validator=_check_code)
+    code: str | None = attrs.field(default="git", kw_only=True, validator=check_code)
     max_jobs: int = attrs.field(default=DEFAULT_MAX_JOBS, kw_only=True, validator=_check_max_jobs)
 
     def __attrs_post_init__(self) -> None:
