@@ -10,6 +10,8 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import os
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -47,6 +49,22 @@ class LogSource(abc.ABC):
 
         Returns ``b""`` when the file does not exist (yet).
         """
+
+
+def log_source_of(kind: str, make: Callable[[], LogSource]) -> Callable[[Any], LogSource | None]:
+    """A ``runyard_log_source`` hook (wrap it with ``hookimpl``) for the executors of ``kind``:
+    the log source ``make()`` returns, made the first time one is asked for (so that a plugin
+    module that imports its log source only there stays light to import); None for others."""
+    made: list[LogSource] = []
+
+    def runyard_log_source(executor: Any) -> LogSource | None:
+        if getattr(executor, "kind", None) != kind:
+            return None
+        if not made:
+            made.append(make())
+        return made[0]
+
+    return runyard_log_source
 
 
 class LocalFileLogSource(LogSource):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runyard.hookspecs import hookimpl
+from runyard.logs import log_source_of
 
 if TYPE_CHECKING:
-    from runyard.executor import Executor
     from runyard.logs import LogSource
     from runyard.registries import ExecutorRegistry
 
@@ -24,17 +24,11 @@ def runyard_register_executors(registry: ExecutorRegistry) -> None:
     registry.add(RayExecutor, RayBackend)
 
 
-_log_source: LogSource | None = None
-
-
-@hookimpl
-def runyard_log_source(executor: Executor) -> LogSource | None:
+def _log_source() -> LogSource:
     """Output of tasks that ran on a ``RayExecutor``: brought home from the job's log."""
-    global _log_source
-    if getattr(executor, "kind", None) != "ray":
-        return None
-    if _log_source is None:
-        from runyard_ray.logs import RayLogSource
+    from runyard_ray.logs import RayLogSource
 
-        _log_source = RayLogSource()
-    return _log_source
+    return RayLogSource()
+
+
+runyard_log_source = hookimpl(log_source_of("ray", _log_source))

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runyard.hookspecs import hookimpl
+from runyard.logs import log_source_of
 
 if TYPE_CHECKING:
-    from runyard.executor import Executor
     from runyard.logs import LogSource
     from runyard.registries import ArtifactStoreRegistry, ExecutorRegistry
 
@@ -24,20 +24,14 @@ def runyard_register_executors(registry: ExecutorRegistry) -> None:
     registry.add(SlurmExecutor, SlurmBackend)
 
 
-_log_source: LogSource | None = None
-
-
-@hookimpl
-def runyard_log_source(executor: Executor) -> LogSource | None:
+def _log_source() -> LogSource:
     """Output of tasks that ran on a ``SlurmExecutor``: over SFTP (or locally for LocalTunnel)."""
-    global _log_source
-    if getattr(executor, "kind", None) != "slurm":
-        return None
-    if _log_source is None:
-        from runyard_slurm.logs import SlurmLogSource
+    from runyard_slurm.logs import SlurmLogSource
 
-        _log_source = SlurmLogSource()
-    return _log_source
+    return SlurmLogSource()
+
+
+runyard_log_source = hookimpl(log_source_of("slurm", _log_source))
 
 
 @hookimpl
