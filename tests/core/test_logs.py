@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import types
 
 import runyard as run
 import taskdefs
@@ -93,3 +94,19 @@ def test_stream_logs_without_follow_returns_what_there_is() -> None:
         ("one", "stdout"),
         ("two", "stdout"),
     ]
+
+
+def test_a_lazy_log_source_hook_makes_its_source_once_and_answers_only_for_its_kind() -> None:
+    from runyard.logs import LocalFileLogSource, log_source_of
+
+    made: list[LocalFileLogSource] = []
+
+    def make() -> LocalFileLogSource:
+        made.append(LocalFileLogSource())
+        return made[-1]
+
+    hook = log_source_of("local", make)
+    assert made == []  # nothing made until asked
+    assert hook(types.SimpleNamespace(kind="docker")) is None  # (another plugin's executor)
+    first, second = hook(run.LocalExecutor()), hook(run.LocalExecutor())
+    assert first is second is made[0] and len(made) == 1
